@@ -1,0 +1,17 @@
+"""sparktf: distributed TensorFlow on Apache Spark.
+
+``from sparktf import TFCluster, TFNode`` gives TensorFlowOnSpark's driver and
+executor APIs: ``TFCluster.run / train / inference / shutdown`` and
+``TFNode.DataFeed / hdfs_path``.
+"""
+
+from . import cluster as TFCluster  # noqa: N812 (TensorFlowOnSpark's module name)
+from . import tfnode as TFNode  # noqa: N812
+from .cluster import InputMode
+from .errors import (ConfigError, FeedError, FeedTimeout, NodeError, ProtocolError,
+                     ReservationTimeout, ShutdownTimeout, SparkTFError)
+
+__version__ = "0.1.0"
+
+__all__ = ["TFCluster", "TFNode", "InputMode", "SparkTFError", "ConfigError", "NodeError",
+           "ReservationTimeout", "ShutdownTimeout", "ProtocolError", "FeedError", "FeedTimeout"]

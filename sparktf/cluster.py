@@ -1,0 +1,427 @@
+"""The driver side: ``TFCluster.run`` starts a TF cluster on Spark executors.
+
+Exposed as ``sparktf.TFCluster``, so ``TFCluster.run(...)`` and
+``TFCluster.InputMode`` read as in TensorFlowOnSpark.
+
+How a cluster comes up (see also :mod:`sparktf.node.launcher`):
+
+1. The driver checks that the cluster offers one task slot per node, waiting
+   up to ``reservation_timeout`` for executors to register, and otherwise
+   raises with the numbers and the settings to change.
+2. It starts an authenticated control server on the driver's address and a
+   *barrier* Spark job with one task per node, in a background thread.
+3. Every node reports over the control channel: its supervisor when the
+   process starts and when it ends; the node itself when ``map_fun`` starts,
+   finishes or raises.  A monitor thread turns these messages into node
+   states; the first failure stops every node and cancels the Spark job.
+4. ``shutdown`` waits for the training nodes, stops ps and evaluator nodes,
+   and raises the first node error.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pyspark import cloudpickle
+
+from . import roles as rolemod
+from .control import ControlServer
+from .errors import ConfigError, NodeError, ReservationTimeout, ShutdownTimeout, SparkTFError
+from .node import launcher, procs
+from .wire import new_secret
+
+logger = logging.getLogger(__name__)
+
+#: How long the driver waits for a node's supervisor to report after the node
+#: itself went silent, before it declares the node lost.
+_LOST_GRACE = 3.0
+
+
+class InputMode:
+    """How data reaches the TF nodes."""
+
+    #: ``map_fun`` reads its own data; Spark only hosts the TF cluster.
+    TENSORFLOW = 0
+    #: Spark feeds RDD or DataFrame partitions into the nodes.
+    SPARK = 1
+
+
+_DONE = ("finished", "failed", "stopped", "lost")
+
+
+@dataclass
+class NodeState:
+    """What the driver knows about one node."""
+
+    node: int
+    role: rolemod.Role
+    state: str = "pending"  # pending, started, running, then one of _DONE
+    host: str = ""
+    executor: str = ""
+    pid: int = 0
+    log: str = ""
+    feed: tuple | None = None
+    error: str = ""
+    traceback: str = ""
+    log_tail: str = ""
+    since: float = field(default_factory=time.monotonic)
+
+    @property
+    def done(self) -> bool:
+        return self.state in _DONE
+
+    def describe(self) -> str:
+        where = f"node {self.node}"
+        if self.executor:
+            where += f", executor {self.executor}"
+        if self.host:
+            where += f", host {self.host}"
+        return f"{self.role.name} ({where})"
+
+
+class TFCluster:
+    """A running TF cluster; create it with :func:`run`."""
+
+    def __init__(self, sc: Any, roles: list[rolemod.Role], input_mode: int,
+                 driver_ps_nodes: bool, release_port: bool) -> None:
+        self.sc = sc
+        self.input_mode = input_mode
+        self.cluster_id = uuid.uuid4().hex[:8]
+        self.nodes = [NodeState(i, r) for i, r in enumerate(roles)]
+        self.driver_ps_nodes = driver_ps_nodes
+        self._release_port = release_port
+        self._spec: dict | None = None  # the cluster spec, once a node reported it
+        self._stopping = False  # True once shutdown began stopping nodes on purpose
+        self._secret = new_secret()
+        self._group = f"sparktf-{self.cluster_id}"
+        self._cond = threading.Condition()
+        self._error: SparkTFError | None = None
+        self._job_done = False
+        self._closed = threading.Event()
+        self._driver_procs: list = []
+        self._tensorboard_url: str | None = None
+        host = sc.getConf().get("spark.driver.host", None) or "127.0.0.1"
+        self.control = ControlServer(host, self._secret, len(roles))
+
+    # -- start -------------------------------------------------------------
+    def _start(self, map_fun: Callable, tf_args: Any, reservation_timeout: float, env: dict,
+               base_dir: str | None) -> None:
+        deadline = time.monotonic() + reservation_timeout
+        try:
+            payload = cloudpickle.dumps((map_fun, tf_args))
+        except Exception as e:
+            raise ConfigError(f"map_fun or tf_args cannot be pickled for the executors: {e}") from e
+        num_ps_on_driver = sum(1 for n in self.nodes if n.role.job == "ps") \
+            if self.driver_ps_nodes else 0
+        num_tasks = len(self.nodes) - num_ps_on_driver
+        ps_socks = [launcher.reserve_port(self.control.address[0]) for _ in range(num_ps_on_driver)]
+        hadoop = self.sc._jsc.hadoopConfiguration()
+        plan = {
+            "cluster_id": self.cluster_id, "roles": [tuple(n.role) for n in self.nodes],
+            "input_mode": self.input_mode, "control": list(self.control.address),
+            "secret": self._secret.hex(), "env": env, "base_dir": base_dir,
+            "default_fs": hadoop.get("fs.defaultFS") or "file:///", "working_dir": os.getcwd(),
+            "release_port": self._release_port, "feed": {},
+            "ps_addresses": [f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in ps_socks],
+        }
+        logger.info("sparktf cluster %s: starting %d nodes (%s)", self.cluster_id, len(self.nodes),
+                    ", ".join(n.role.name for n in self.nodes))
+        self._wait_for_slots(num_tasks, deadline, reservation_timeout)
+        threading.Thread(target=self._monitor, name="sparktf-monitor", daemon=True).start()
+        threading.Thread(target=self._run_job, args=(plan, payload, num_tasks),
+                         name="sparktf-job", daemon=True).start()
+        if ps_socks:
+            self._start_driver_ps(plan, payload, ps_socks, deadline)
+        self._wait_running(deadline, reservation_timeout)
+        logger.info("sparktf cluster %s: all %d nodes running", self.cluster_id, len(self.nodes))
+
+    def _wait_for_slots(self, needed: int, deadline: float, timeout: float) -> None:
+        jsc = self.sc._jsc.sc()
+        profile = jsc.resourceProfileManager().defaultResourceProfile()
+        last_log = 0.0
+        while True:
+            slots = jsc.maxNumConcurrentTasks(profile)
+            if slots >= needed:
+                return
+            now = time.monotonic()
+            if now >= deadline:
+                self.control.close()
+                raise ReservationTimeout(self._slots_message(needed, slots, timeout))
+            if now - last_log >= 10:
+                logger.info("sparktf cluster %s: waiting for executors: %d of %d task slots "
+                            "available", self.cluster_id, slots, needed)
+                last_log = now
+            # Executors register with the scheduler asynchronously and Spark has
+            # no Python-side event for it: re-check twice a second.
+            self._closed.wait(min(0.5, max(0.0, deadline - now)))
+
+    def _slots_message(self, needed: int, slots: int, timeout: float) -> str:
+        conf = self.sc.getConf()
+        settings = ", ".join(f"{k}={conf.get(k, '(unset)')}" for k in (
+            "spark.master", "spark.executor.instances", "spark.executor.cores", "spark.cores.max",
+            "spark.task.cpus", "spark.dynamicAllocation.enabled"))
+        return (f"TFCluster.run needs {needed} task slots at once (one per TF node, gang-scheduled "
+                f"in Spark barrier mode) but the cluster offered only {slots} within "
+                f"reservation_timeout={timeout:g}s.\nLikely causes: too few executors or cores. "
+                "Slots = executors x (spark.executor.cores / spark.task.cpus). Raise "
+                "spark.executor.instances (--num-executors on YARN) or spark.cores.max "
+                "(--total-executor-cores on standalone), lower spark.task.cpus, or lower "
+                "num_executors; dynamic allocation must be off "
+                "(spark.dynamicAllocation.enabled=false); executors may also have failed to start "
+                f"(see the Spark UI).\nCurrent settings: {settings}")
+
+    def _run_job(self, plan: dict, payload: bytes, num_tasks: int) -> None:
+        self.sc.setJobGroup(self._group, f"sparktf cluster {self.cluster_id}: {num_tasks} TF nodes",
+                            interruptOnCancel=True)
+        error = ""
+        try:
+            rdd = self.sc.parallelize(range(num_tasks), num_tasks)
+            rdd.barrier().mapPartitions(launcher.barrier_task(plan, payload)).collect()
+        except Exception as e:  # reported through the monitor
+            error = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+        self.control.events.put((-1, "job", {"type": "job_done", "error": error}))
+
+    def _start_driver_ps(self, plan: dict, payload: bytes, socks: list, deadline: float) -> None:
+        """Start the ps nodes on the driver once the executors' addresses are known."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._error or all(
+                n.state != "pending" for n in self.nodes[len(socks):]),
+                timeout=max(0.0, deadline - time.monotonic()))
+            spec = self._spec
+        if spec is None:
+            return  # the reservation wait below reports why
+        for i, sock in enumerate(socks):
+            self._driver_procs.append(launcher.start_node(
+                plan, payload, i, self.control.address[0], sock, spec, os.getpid(),
+                detach=False))
+
+    def _wait_running(self, deadline: float, timeout: float) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self._error is not None or all(
+                n.state != "pending" and n.state != "started" for n in self.nodes),
+                timeout=max(0.0, deadline - time.monotonic()))
+            error = self._error
+            waiting = [n for n in self.nodes if n.state in ("pending", "started")]
+        if error is not None:
+            self._teardown(5.0)
+            raise error
+        if waiting:
+            self._fail(ReservationTimeout(
+                f"{len(waiting)} of {len(self.nodes)} TF nodes did not start within "
+                f"reservation_timeout={timeout:g}s: "
+                + "; ".join(f"{n.describe()} is {n.state}" for n in waiting)
+                + ". Likely causes: an executor too busy or too slow to start Python and import "
+                "the node's modules, or a firewall between executors and the driver "
+                f"(control server {self.control.address[0]}:{self.control.address[1]})."))
+            self._teardown(5.0)
+            raise self._error
+
+    # -- monitor -----------------------------------------------------------
+    def _monitor(self) -> None:
+        """Turn control events into node states; runs until the cluster is closed."""
+        while not self._closed.is_set():
+            node, kind, msg = self.control.events.get()
+            if kind == "closed":
+                return
+            with self._cond:
+                if kind == "job":
+                    self._on_job_done(msg.get("error", ""))
+                else:
+                    self._on_node_message(self.nodes[node], kind, msg)
+                self._cond.notify_all()
+
+    def _on_node_message(self, n: NodeState, kind: str, msg: dict) -> None:
+        mtype = msg.get("type")
+        if kind == "supervisor" and mtype == "started":
+            n.host, n.executor, n.pid, n.log = msg["host"], msg["executor"], msg["pid"], msg["log"]
+            n.state = "started"
+            if msg.get("cluster_spec") and self._spec is None:
+                self._spec = msg["cluster_spec"]
+            logger.info("sparktf node %s started (pid %s, log %s)", n.describe(), n.pid, n.log)
+        elif kind == "node" and mtype == "ready":
+            n.state, n.feed = "running", tuple(msg["feed"]) if msg.get("feed") else None
+            logger.info("sparktf node %s running map_fun", n.describe())
+        elif kind == "node" and mtype == "finished":
+            n.state = "finished"
+            logger.info("sparktf node %s finished", n.describe())
+        elif kind == "node" and mtype == "failed":
+            n.error, n.traceback = msg.get("error", ""), msg.get("traceback", "")
+        elif kind == "supervisor" and mtype == "exit":
+            self._on_exit(n, msg)
+        elif mtype == "disconnected" and not n.done:
+            if kind == "supervisor":
+                self._node_failed(n, "lost", "lost contact with the node's supervisor (its "
+                                  "executor died, was killed or lost its network)")
+            else:
+                # The node process closed its connection; its supervisor's exit
+                # report (with the exit code) normally follows at once.
+                threading.Timer(_LOST_GRACE, self.control.events.put,
+                                args=((n.node, "supervisor", {"type": "silent"}),)).start()
+        elif mtype == "silent" and not n.done:
+            self._node_failed(n, "lost", "the node process went away without a report")
+        elif kind == "node" and mtype in ("terminate", "progress"):
+            self._feed_event(n, msg)
+
+    def _on_exit(self, n: NodeState, msg: dict) -> None:
+        code, n.log_tail = msg.get("code"), msg.get("log_tail", "")
+        if n.state == "finished" or (code == 0 and not n.error):
+            n.state = "finished"
+        elif msg.get("stopped") and (self._error is not None or self._stopping):
+            n.state = "stopped"
+            logger.info("sparktf node %s stopped", n.describe())
+        else:
+            what = n.error or (f"process exited with code {code}" if code is not None and code >= 0
+                               else f"process killed by signal {-code}")
+            if msg.get("stopped"):
+                what += f" ({msg.get('reason')})"
+            self._node_failed(n, "failed", what)
+
+    def _node_failed(self, n: NodeState, state: str, what: str) -> None:
+        n.state = state
+        detail = n.traceback or ""
+        if n.log_tail:
+            detail += ("\n" if detail else "") + "last lines of the node's log:\n" + n.log_tail
+        logger.error("sparktf node %s failed: %s", n.describe(), what)
+        self._fail(NodeError(f"TF node {n.describe()} failed: {what}", n.role.name, detail))
+
+    def _on_job_done(self, error: str) -> None:
+        self._job_done = True
+        if error and self._error is None:
+            # Give the nodes' own reports (tracebacks, exit codes) a moment to arrive:
+            # they explain the failure better than Spark's task error.
+            threading.Timer(_LOST_GRACE, self._job_failed, args=(error,)).start()
+
+    def _job_failed(self, error: str) -> None:
+        with self._cond:
+            if self._error is None:
+                self._fail(SparkTFError(f"the Spark job hosting sparktf cluster {self.cluster_id} "
+                                        f"failed: {error}"))
+                self._cond.notify_all()
+
+    def _feed_event(self, n: NodeState, msg: dict) -> None:
+        """Hook for feed events (SPARK mode)."""
+
+    def _fail(self, error: SparkTFError) -> None:
+        """Record the first error and stop everything (called with ``_cond`` held)."""
+        if self._error is not None:
+            return
+        self._error = error
+        self._stop_nodes(self.nodes, f"cluster failed: {error}".splitlines()[0][:200])
+        try:
+            self.sc.cancelJobGroup(self._group)
+        except Exception:  # the SparkContext may be stopping
+            logger.debug("could not cancel job group %s", self._group, exc_info=True)
+
+    def _stop_nodes(self, nodes: list[NodeState], reason: str) -> None:
+        for n in nodes:
+            if not n.done:
+                self.control.send(n.node, "supervisor", {"type": "stop", "reason": reason})
+
+    # -- public API --------------------------------------------------------
+    def tensorboard_url(self) -> str | None:
+        """``http://host:port`` of the TensorBoard server, or None."""
+        return self._tensorboard_url
+
+    def shutdown(self, ssc: Any = None, grace_secs: float = 0, timeout: float = 259200) -> None:
+        """Wait for the training nodes, stop ps and evaluator nodes, raise the first error.
+
+        ``grace_secs`` is waited after the training nodes finish, before the
+        serving nodes are stopped.  ``timeout`` bounds the whole wait; when it
+        expires the remaining nodes are stopped and :class:`ShutdownTimeout`
+        names them.
+        """
+        if self._closed.is_set():
+            return
+        if ssc is not None:
+            raise ConfigError("shutdown(ssc=...) (Spark Streaming) is not supported yet")
+        deadline = time.monotonic() + timeout
+        training = [n for n in self.nodes if n.role.job in rolemod.TRAINING_JOBS]
+        self._end_feed()
+        with self._cond:
+            self._cond.wait_for(lambda: self._error is not None or all(n.done for n in training),
+                                timeout=max(0.0, deadline - time.monotonic()))
+            if self._error is None and not all(n.done for n in training):
+                self._fail(ShutdownTimeout(
+                    f"shutdown(timeout={timeout:g}) expired with nodes still running: "
+                    + "; ".join(f"{n.describe()} {n.state} for {time.monotonic() - n.since:.0f}s"
+                                for n in training if not n.done)))
+        if self._error is None and grace_secs:
+            self._closed.wait(grace_secs)
+        with self._cond:
+            self._stopping = True
+            self._stop_nodes(self.nodes, "cluster shutdown")
+        self._teardown(max(10.0, min(60.0, deadline - time.monotonic())))
+        if self._error is not None:
+            raise self._error
+        logger.info("sparktf cluster %s: shut down", self.cluster_id)
+
+    def _end_feed(self) -> None:
+        """Hook: tell SPARK-mode nodes that no more data will come."""
+
+    def _teardown(self, wait: float) -> None:
+        """Wait up to ``wait`` s for every node process and the job to end, then close."""
+        with self._cond:
+            self._stopping = True
+            done = self._cond.wait_for(
+                lambda: all(n.done for n in self.nodes) and (
+                    self._job_done or self.input_mode == InputMode.SPARK), timeout=wait)
+            if not done:
+                logger.warning("sparktf cluster %s: nodes still running at teardown: %s",
+                               self.cluster_id,
+                               ", ".join(n.describe() for n in self.nodes if not n.done))
+        for proc in self._driver_procs:
+            procs.stop_group(proc, grace=2.0)
+        self._closed.set()
+        self.control.close()
+        self.control.events.put((-1, "closed", {}))
+
+
+def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors: int,
+        num_ps: int = 0, tensorboard: bool = False, input_mode: int = InputMode.TENSORFLOW,
+        log_dir: str | None = None, driver_ps_nodes: bool = False, master_node: str | None = None,
+        reservation_timeout: float = 600, queues: tuple = ("input", "output", "error"),
+        eval_node: bool = False, release_port: bool = True, *, legacy_keras: bool = True,
+        env: dict[str, str] | None = None, node_dir: str | None = None) -> TFCluster:
+    """Start ``num_executors`` TF nodes on the Spark executors and run ``map_fun`` on each.
+
+    Arguments as in TensorFlowOnSpark's ``TFCluster.run``; in addition:
+
+    * ``legacy_keras``: set ``TF_USE_LEGACY_KERAS=1`` in the nodes before
+      TensorFlow loads, so ``tf.keras`` is tf-keras 2.21, whose ``model.fit``
+      works under MultiWorkerMirroredStrategy (Keras 3's does not,
+      keras-team/keras#20585).  ``import keras`` is Keras 3 either way.
+    * ``env``: extra environment variables for the node processes.
+    * ``node_dir``: where nodes keep their logs and scratch files on the
+      executors (default: ``sparktf/`` under the executor's working directory).
+
+    Returns once every node runs ``map_fun``; raises :class:`ReservationTimeout`
+    if that does not happen within ``reservation_timeout`` seconds.
+    """
+    if input_mode not in (InputMode.TENSORFLOW, InputMode.SPARK):
+        raise ConfigError(f"input_mode must be InputMode.TENSORFLOW (0) or InputMode.SPARK (1), "
+                          f"got {input_mode!r}")
+    if driver_ps_nodes and input_mode == InputMode.SPARK:
+        raise ConfigError("driver_ps_nodes=True works only with InputMode.TENSORFLOW")
+    if driver_ps_nodes and num_ps == 0:
+        raise ConfigError("driver_ps_nodes=True needs num_ps >= 1")
+    if sc.getConf().get("spark.dynamicAllocation.enabled", "false").lower() == "true":
+        raise ConfigError("sparktf runs its nodes as a Spark barrier stage, which does not "
+                          "support dynamic allocation: set spark.dynamicAllocation.enabled=false "
+                          "and a fixed spark.executor.instances")
+    if tensorboard:
+        logger.warning("tensorboard=True: TensorBoard support is not implemented yet; "
+                       "cluster.tensorboard_url() returns None")
+    roles = rolemod.assign_roles(num_executors, num_ps, master_node, eval_node)
+    node_env = {"PYTHONUNBUFFERED": "1"}
+    if legacy_keras:
+        node_env["TF_USE_LEGACY_KERAS"] = "1"
+    node_env.update(env or {})
+    cluster = TFCluster(sc, roles, input_mode, driver_ps_nodes, release_port)
+    cluster._start(map_fun, tf_args, reservation_timeout, node_env, node_dir)
+    return cluster

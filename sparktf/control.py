@@ -1,0 +1,149 @@
+"""The control channel between the driver and the node processes.
+
+The driver runs one :class:`ControlServer`.  Each node opens two connections
+to it: one from its *supervisor* (which reports how the node process ended
+and obeys ``stop``) and one from the node process itself (which reports that
+``map_fun`` started, its feed address, its traceback, and receives the end of
+the feed).  Every connection is a :class:`sparktf.wire.Channel`, so frames are
+authenticated with the cluster's secret before they are read.
+
+Messages are small JSON dicts with a ``type`` key.  The first frame on a
+connection is ``{"type": "hello", "node": i, "kind": "node"|"supervisor"}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+from typing import Callable
+
+from .errors import ProtocolError
+from .wire import Channel, connect
+
+logger = logging.getLogger(__name__)
+
+HANDSHAKE_TIMEOUT = 10.0
+
+#: An event delivered to the driver: (node number, connection kind, message).
+Event = tuple[int, str, dict]
+
+
+class ControlServer:
+    """Accepts authenticated node connections and queues their messages.
+
+    Messages land in :attr:`events`; a lost connection produces a
+    ``{"type": "disconnected"}`` event for that node and kind.
+    """
+
+    def __init__(self, host: str, secret: bytes, num_nodes: int) -> None:
+        self._secret = secret
+        self._num_nodes = num_nodes
+        self.events: queue.Queue[Event] = queue.Queue()
+        self._channels: dict[tuple[int, str], Channel] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._sock = socket.create_server((host, 0))
+        self.address: tuple[str, int] = (host, self._sock.getsockname()[1])
+        self._thread = threading.Thread(target=self._accept_loop, name="sparktf-control",
+                                        daemon=True)
+        self._thread.start()
+        logger.debug("control server listening on %s:%d", *self.address)
+
+    def _accept_loop(self) -> None:
+        while not self._closed.is_set():
+            try:
+                sock, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), name="sparktf-control-conn",
+                             daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        key = None
+        try:
+            sock.settimeout(HANDSHAKE_TIMEOUT)
+            chan = Channel.server(sock, self._secret)
+            hello, _ = chan.recv()
+            node, kind = hello.get("node"), hello.get("kind")
+            if (hello.get("type") != "hello" or not isinstance(node, int)
+                    or not 0 <= node < self._num_nodes or kind not in ("node", "supervisor")):
+                raise ProtocolError(f"bad hello from {chan.peer}: {hello!r}")
+            sock.settimeout(None)
+            key = (node, kind)
+            with self._lock:
+                self._channels[key] = chan
+            while True:
+                msg, _ = chan.recv()
+                self.events.put((node, kind, msg))
+        except (ProtocolError, socket.timeout, ValueError) as e:
+            logger.warning("control channel: dropped connection: %s", e)
+        except (EOFError, OSError):
+            pass
+        finally:
+            sock.close()
+            if key is not None:
+                with self._lock:
+                    self._channels.pop(key, None)
+                if not self._closed.is_set():
+                    self.events.put((key[0], key[1], {"type": "disconnected"}))
+
+    def send(self, node: int, kind: str, msg: dict) -> bool:
+        """Send ``msg`` to one node's connection; False if it is not connected."""
+        with self._lock:
+            chan = self._channels.get((node, kind))
+            if chan is None:
+                return False
+            try:
+                chan.send(msg)
+                return True
+            except OSError:
+                return False
+
+    def close(self) -> None:
+        self._closed.set()
+        self._sock.close()
+        with self._lock:
+            for chan in self._channels.values():
+                chan.close()
+            self._channels.clear()
+
+
+class ControlClient:
+    """A node-side connection to the driver's control server.
+
+    ``on_message`` is called from a background thread for every message the
+    driver sends; ``on_lost`` once when the connection ends.
+    """
+
+    def __init__(self, address: tuple[str, int], secret: bytes, node: int, kind: str,
+                 on_message: Callable[[dict], None], on_lost: Callable[[], None]) -> None:
+        self._chan = connect(tuple(address), secret, timeout=HANDSHAKE_TIMEOUT)
+        self._chan.sock.settimeout(None)
+        self._send_lock = threading.Lock()
+        self.send({"type": "hello", "node": node, "kind": kind})
+        self._on_message = on_message
+        self._on_lost = on_lost
+        threading.Thread(target=self._listen, name=f"sparktf-{kind}-control",
+                         daemon=True).start()
+
+    def _listen(self) -> None:
+        try:
+            while True:
+                msg, _ = self._chan.recv()
+                self._on_message(msg)
+        except (EOFError, OSError, ProtocolError):
+            pass
+        self._on_lost()
+
+    def send(self, msg: dict) -> None:
+        with self._send_lock:
+            self._chan.send(msg)
+
+    @property
+    def fileno(self) -> int:
+        return self._chan.sock.fileno()
+
+    def close(self) -> None:
+        self._chan.close()

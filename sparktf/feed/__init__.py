@@ -1,0 +1,1 @@
+"""SPARK-mode feeding: sender (feeding task), receiver (node), DataFeed and tf.data."""

@@ -1,0 +1,68 @@
+"""``ctx``: what ``map_fun(tf_args, ctx)`` learns about its node and cluster."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from .. import paths
+
+
+class NodeContext:
+    """The second argument of ``map_fun``, with TensorFlowOnSpark's attributes.
+
+    Attributes: ``executor_id`` / ``worker_num`` (node number 0..N-1),
+    ``job_name``, ``task_index``, ``cluster_spec``, ``num_workers`` (chief,
+    master and workers), ``defaultFS``, ``working_dir`` (the driver's working
+    directory), ``node_dir`` (this node's local scratch directory, which holds
+    its log), ``mgr`` (the handle :class:`sparktf.TFNode.DataFeed` takes; None
+    in TENSORFLOW mode) and ``tmp_socket`` (the socket holding the TF port
+    while ``release_port=False``).
+    """
+
+    def __init__(self, spec: dict, mgr: Any = None,
+                 tmp_socket: socket.socket | None = None) -> None:
+        self.executor_id: int = spec["node"]
+        self.worker_num: int = spec["node"]
+        self.job_name: str = spec["job"]
+        self.task_index: int = spec["index"]
+        self.cluster_spec: dict[str, list[str]] = spec["cluster_spec"]
+        self.num_workers: int = spec["num_workers"]
+        self.defaultFS: str = spec["default_fs"]
+        self.working_dir: str = spec["working_dir"]
+        self.node_dir: str = spec["node_dir"]
+        self.host: str = spec["host"]
+        self.tf_port: int = spec["tf_port"]
+        self.mgr = mgr
+        self.tmp_socket = tmp_socket
+
+    def __repr__(self) -> str:
+        return (f"NodeContext(executor_id={self.executor_id}, job_name={self.job_name!r}, "
+                f"task_index={self.task_index}, num_workers={self.num_workers})")
+
+    def absolute_path(self, path: str) -> str:
+        """A fully qualified URL for ``path`` (see :func:`sparktf.TFNode.hdfs_path`)."""
+        return paths.absolute_path(path, self.defaultFS, self.working_dir)
+
+    def release_port(self) -> None:
+        """Release the reserved TF port (needed only with ``release_port=False``)."""
+        if self.tmp_socket is not None:
+            self.tmp_socket.close()
+            self.tmp_socket = None
+
+    def get_data_feed(self, train_mode: bool = True, qname_in: str = "input",
+                      qname_out: str = "output", input_mapping: dict | None = None):
+        """A :class:`sparktf.TFNode.DataFeed` over this node's fed data (SPARK mode)."""
+        from ..tfnode import DataFeed
+        return DataFeed(self.mgr, train_mode, qname_in, qname_out, input_mapping)
+
+    def start_cluster_server(self, *args: Any, **kwargs: Any):
+        raise NotImplementedError(
+            "ctx.start_cluster_server() is TensorFlow 1.x only. In TF2, TF_CONFIG is already set: "
+            "create a tf.distribute strategy (MultiWorkerMirroredStrategy or "
+            "ParameterServerStrategy), or tf.distribute.Server for a ps node.")
+
+    def export_saved_model(self, *args: Any, **kwargs: Any):
+        raise NotImplementedError(
+            "ctx.export_saved_model(sess, ...) is TensorFlow 1.x only. Use model.save(path) or "
+            "tf.saved_model.save(obj, path) on the chief.")

@@ -1,0 +1,112 @@
+"""What each barrier task of ``TFCluster.run`` does on its executor.
+
+1. Reserve a TF port by binding a socket on the executor's address (port 0:
+   the kernel picks a free one, so nodes on one host never collide, and the
+   bound socket keeps it ours until the node releases it).
+2. ``allGather`` the ``host:port`` of every node: Spark's barrier mode has
+   gang-scheduled all tasks, so this returns promptly and in partition order.
+3. Work out the roles, the cluster spec and ``TF_CONFIG`` (pure functions in
+   :mod:`sparktf.roles`), write the node's spec, and start its supervisor.
+4. TENSORFLOW mode: wait for the node and fail the task if it failed.
+   SPARK mode: return at once; the detached supervisor keeps the node running
+   so that the feeding tasks can use the executor's slots.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import sys
+from typing import Iterator
+
+from .. import roles as rolemod
+from . import procs
+
+logger = logging.getLogger(__name__)
+
+
+def reserve_port(host: str) -> socket.socket:
+    """A socket bound to ``host`` on a free port, held until the node releases it."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    return sock
+
+
+def executor_id() -> str:
+    """The Spark executor id of this Python worker, as well as it can be told."""
+    m = re.search(r"executorId=([^&]+)", os.environ.get("SPARK_LOG_URL_STDERR", ""))
+    if m:
+        return m.group(1)
+    return os.environ.get("SPARK_EXECUTOR_ID") or os.path.basename(os.getcwd())
+
+
+def _private_file(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def start_node(plan: dict, payload: bytes, node: int, host: str, port_sock: socket.socket,
+               cluster_spec: dict, owner: int, detach: bool) -> subprocess.Popen:
+    """Write node ``node``'s spec and start its supervisor; return the supervisor process.
+
+    Used by the barrier tasks and, for ``driver_ps_nodes``, by the driver.
+    """
+    role = rolemod.Role(*plan["roles"][node])
+    node_dir = os.path.join(plan["base_dir"] or os.path.join(os.getcwd(), "sparktf"),
+                            plan["cluster_id"], f"node-{node}")
+    os.makedirs(node_dir, exist_ok=True)
+    spec = {
+        "node": node, "job": role.job, "index": role.index, "host": host,
+        "tf_port": port_sock.getsockname()[1], "executor": executor_id(),
+        "cluster_spec": cluster_spec, "tf_config": rolemod.tf_config(cluster_spec, role),
+        "num_workers": rolemod.num_workers([rolemod.Role(*r) for r in plan["roles"]]),
+        "input_mode": plan["input_mode"], "release_port": plan["release_port"],
+        "control": plan["control"], "secret": plan["secret"], "env": plan["env"],
+        "default_fs": plan["default_fs"], "working_dir": plan["working_dir"],
+        "feed": plan["feed"], "node_dir": node_dir, "detach": detach,
+        "log_path": os.path.join(node_dir, "node.log"),
+        "payload_path": os.path.join(node_dir, "payload.pkl"),
+    }
+    _private_file(spec["payload_path"], payload)
+    spec_path = os.path.join(node_dir, "spec.json")
+    _private_file(spec_path, json.dumps(spec).encode())
+    with open(spec["log_path"], "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sparktf.node.supervisor", spec_path, str(owner),
+             str(port_sock.fileno())],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=node_dir,
+            start_new_session=True, pass_fds=(port_sock.fileno(),))
+    port_sock.close()
+    return proc
+
+
+def barrier_task(plan: dict, payload: bytes):
+    """The function that ``mapPartitions`` runs in each barrier task."""
+
+    def launch(_: Iterator) -> Iterator[int]:
+        from pyspark import BarrierTaskContext
+
+        ctx = BarrierTaskContext.get()
+        node = ctx.partitionId()
+        host = ctx.getTaskInfos()[node].address.rsplit(":", 1)[0]
+        port_sock = reserve_port(host)
+        mine = f"{host}:{port_sock.getsockname()[1]}"
+        addresses = plan["ps_addresses"] + ctx.allGather(mine)
+        node += len(plan["ps_addresses"])
+        spec = rolemod.cluster_spec([rolemod.Role(*r) for r in plan["roles"]], addresses)
+        spark_mode = plan["input_mode"] == 1
+        owner = procs.executor_jvm_pid() if spark_mode else os.getpid()
+        proc = start_node(plan, payload, node, host, port_sock, spec, owner, detach=spark_mode)
+        code = proc.wait()
+        if code != 0:
+            role = rolemod.Role(*plan["roles"][node])
+            raise RuntimeError(f"sparktf node {role.name} (node {node}) failed with exit code "
+                               f"{code}; see the driver's error for its log")
+        yield node
+
+    return launch

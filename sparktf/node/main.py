@@ -1,0 +1,120 @@
+"""Entry point of a node process: ``python -m sparktf.node.main SPEC_FILE``.
+
+A fresh Python process per node and cluster, so that TensorFlow's
+process-wide state (collective ops, the gRPC server) never leaks from one
+cluster into the next.  It reports to the driver over the control channel
+(``ready`` with its feed address, then ``finished`` or ``failed`` with the
+traceback) and runs ``map_fun(tf_args, ctx)`` in its main thread.  Its
+supervisor (:mod:`sparktf.node.supervisor`) started it with stdout and stderr
+going to the node's log file, and kills it when it is told to stop or when
+its owner dies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import sys
+import traceback
+
+from pyspark import cloudpickle
+
+from ..control import ControlClient
+from . import procs
+from .context import NodeContext
+
+logger = logging.getLogger(__name__)
+
+#: Passed by the supervisor: the inherited socket holding the reserved TF port.
+PORT_FD_ENV = "SPARKTF_PORT_FD"
+
+
+def _lost_supervisor() -> None:
+    sys.stderr.write("sparktf: the node's supervisor is gone; exiting\n")
+    sys.stderr.flush()
+    os._exit(71)
+
+
+def _lost_driver() -> None:
+    # The driver is gone (killed, or the cluster was torn down): a node that
+    # outlives its driver is an orphan, so end the process at once.
+    sys.stderr.write("sparktf: lost the control connection to the driver; exiting\n")
+    sys.stderr.flush()
+    os._exit(70)
+
+
+def run(spec_path: str) -> int:
+    with open(spec_path) as f:
+        spec = json.load(f)
+    with open(spec["payload_path"], "rb") as f:  # written by our own launcher, mode 0600
+        map_fun, tf_args = cloudpickle.load(f)
+    secret = bytes.fromhex(spec["secret"])
+    procs.on_exit(os.getppid(), _lost_supervisor)
+    node = spec["node"]
+    name = f"{spec['job']}:{spec['index']}"
+    port_sock = None
+    if PORT_FD_ENV in os.environ:
+        port_sock = socket.socket(fileno=int(os.environ.pop(PORT_FD_ENV)))
+
+    handlers = {}
+    control = ControlClient(spec["control"], secret, node, "node",
+                            on_message=lambda msg: handlers.get(msg.get("type"), _ignore)(msg),
+                            on_lost=_lost_driver)
+    mgr = None
+    ready: dict = {"type": "ready", "pid": os.getpid(), "feed": None}
+    if spec["input_mode"] == 1:
+        from ..feed.receiver import FeedServer
+        mgr = FeedServer(spec["host"], secret, spec.get("feed", {}), control)
+        handlers.update(mgr.control_handlers())
+        ready["feed"] = list(mgr.address)
+
+    if isinstance(tf_args, list):
+        sys.argv = [sys.argv[0]] + [str(a) for a in tf_args]
+    if spec["release_port"] and port_sock is not None:
+        port_sock.close()
+        port_sock = None
+    ctx = NodeContext(spec, mgr=mgr, tmp_socket=port_sock)
+    logger.info("node %s (executor %d) starting map_fun; TF_CONFIG=%s", name, node,
+                os.environ.get("TF_CONFIG"))
+    control.send(ready)
+    try:
+        map_fun(tf_args, ctx)
+    except BaseException as e:  # report everything, including SystemExit
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)
+        sys.stderr.flush()
+        code = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1
+        if code == 0:
+            control.send({"type": "finished"})
+            return 0
+        control.send({"type": "failed", "error": f"{type(e).__name__}: {e}", "traceback": tb})
+        return code
+    if mgr is not None:
+        mgr.finish()
+    logger.info("node %s: map_fun returned", name)
+    control.send({"type": "finished"})
+    return 0
+
+
+def _ignore(msg: dict) -> None:
+    logger.debug("ignoring control message %r", msg.get("type"))
+
+
+def main() -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("sparktf")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    code = run(sys.argv[1])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # os._exit: do not wait for TensorFlow's or the user's non-daemon threads;
+    # the process is ours and its work is done.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Path resolution as TensorFlowOnSpark's ``TFNode.hdfs_path`` (pure logic)."""
+
+from __future__ import annotations
+
+import getpass
+import posixpath
+
+#: Schemes returned unchanged by :func:`absolute_path`.
+SCHEMES = ("hdfs", "viewfs", "webhdfs", "file", "s3", "s3a", "s3n", "gs", "abfs", "abfss",
+           "wasb", "wasbs", "adl", "oss", "swift")
+_HDFS_LIKE = ("hdfs", "viewfs", "webhdfs")
+
+
+def absolute_path(path: str, default_fs: str, working_dir: str, user: str | None = None) -> str:
+    """Turn ``path`` into a fully qualified URL.
+
+    A path with a known scheme is returned unchanged; ``/abs/path`` becomes
+    ``default_fs + path``; a relative path becomes ``default_fs/user/<user>/path``
+    on HDFS-like file systems and ``file://<working_dir>/path`` locally.
+    """
+    scheme = path.split("://", 1)[0] if "://" in path else ""
+    if scheme in SCHEMES:
+        return path
+    if scheme:
+        raise ValueError(f"unknown file system scheme {scheme!r} in {path!r}; "
+                         f"known: {', '.join(SCHEMES)}")
+    fs = (default_fs or "file://").rstrip("/")
+    if path.startswith("/"):
+        return fs + path if fs != "file:" else "file://" + path
+    if fs.split("://", 1)[0] in _HDFS_LIKE:
+        return f"{fs}/user/{user or getpass.getuser()}/{path}"
+    return "file://" + posixpath.join(working_dir, path)

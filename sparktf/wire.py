@@ -1,0 +1,186 @@
+"""Authenticated framing for every socket sparktf opens (control and feed).
+
+A connection starts with a handshake in which each side sends a random nonce;
+both derive a session key ``HMAC(secret, nonces)``.  Every frame after that is::
+
+    header_len:u32  payload_len:u32  mac:32 bytes  header (JSON)  payload (bytes)
+
+where ``mac = HMAC(session_key, direction || seq || lengths || header || payload)``.
+The MAC is checked before the header is parsed, so nothing read from the
+network is interpreted before it is authenticated; JSON is the only decoder
+used, never pickle.  The per-connection nonces and the sequence number make a
+frame recorded on one connection (or earlier on the same one) useless later.
+Lengths are bounded *before* any buffer is allocated, and a peer that has not
+yet sent one valid frame may send only a small header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import socket
+import struct
+from typing import Any
+
+from .errors import ProtocolError
+
+MAGIC = b"STF1"
+NONCE_BYTES = 16
+MAC_BYTES = 32
+_PREFIX = struct.Struct("!II")
+_SEQ = struct.Struct("!Q")
+#: Largest JSON header accepted on an authenticated connection.
+MAX_HEADER = 1 << 20
+#: Largest header accepted before the peer has proven it knows the secret.
+MAX_FIRST_HEADER = 16 << 10
+#: Default largest payload (one Arrow record batch, one result batch).
+DEFAULT_MAX_PAYLOAD = 512 << 20
+
+
+def new_secret() -> bytes:
+    """A fresh per-cluster secret (32 random bytes)."""
+    return os.urandom(32)
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytearray:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            raise EOFError("connection closed by peer")
+        got += k
+    return buf
+
+
+class Channel:
+    """One authenticated, bidirectional, message-oriented connection.
+
+    ``send`` and ``recv`` may be used from two different threads (one each);
+    two threads must not call ``send`` at the same time.
+    """
+
+    def __init__(self, sock: socket.socket, session_key: bytes, is_server: bool,
+                 max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.sock = sock
+        self._key = session_key
+        self._out_dir = b"S" if is_server else b"C"
+        self._in_dir = b"C" if is_server else b"S"
+        self._send_seq = 0
+        self._recv_seq = 0
+        self.max_payload = max_payload
+        self.peer = _peername(sock)
+
+    # -- handshake -------------------------------------------------------
+    @classmethod
+    def client(cls, sock: socket.socket, secret: bytes, **kw: Any) -> "Channel":
+        """Run the client side of the handshake on a connected socket."""
+        mine = os.urandom(NONCE_BYTES)
+        sock.sendall(MAGIC + mine)
+        theirs = _read_hello(sock)
+        return cls(sock, _session_key(secret, theirs, mine), is_server=False, **kw)
+
+    @classmethod
+    def server(cls, sock: socket.socket, secret: bytes, **kw: Any) -> "Channel":
+        """Run the server side of the handshake on an accepted socket."""
+        mine = os.urandom(NONCE_BYTES)
+        sock.sendall(MAGIC + mine)
+        theirs = _read_hello(sock)
+        return cls(sock, _session_key(secret, mine, theirs), is_server=True, **kw)
+
+    # -- frames ----------------------------------------------------------
+    def _mac(self, direction: bytes, seq: int, prefix: bytes, header: bytes, payload) -> bytes:
+        m = hmac.new(self._key, direction + _SEQ.pack(seq) + prefix, hashlib.sha256)
+        m.update(header)
+        if len(payload):
+            m.update(payload)
+        return m.digest()
+
+    def send(self, header: dict, payload: bytes | memoryview = b"") -> None:
+        """Send one frame: a JSON-serialisable dict and optional raw bytes."""
+        body = json.dumps(header, separators=(",", ":")).encode()
+        prefix = _PREFIX.pack(len(body), len(payload))
+        mac = self._mac(self._out_dir, self._send_seq, prefix, body, payload)
+        self._send_seq += 1
+        if len(payload) < 65536:
+            self.sock.sendall(prefix + mac + body + bytes(payload))
+        else:
+            self.sock.sendall(prefix + mac + body)
+            self.sock.sendall(payload)
+
+    def recv(self) -> tuple[dict, bytearray]:
+        """Receive one frame; raise :class:`ProtocolError` if it is not authentic.
+
+        Raises ``EOFError`` when the peer closed the connection cleanly
+        between frames.
+        """
+        prefix = bytes(_recv_exact(self.sock, _PREFIX.size))
+        hlen, plen = _PREFIX.unpack(prefix)
+        first = self._recv_seq == 0
+        max_header = MAX_FIRST_HEADER if first else MAX_HEADER
+        max_payload = 0 if first else self.max_payload
+        if hlen > max_header or plen > max_payload:
+            raise ProtocolError(
+                f"frame from {self.peer} too large (header {hlen} bytes, payload {plen} bytes; "
+                f"limits {max_header} and {max_payload})")
+        mac = bytes(_recv_exact(self.sock, MAC_BYTES))
+        body = _recv_exact(self.sock, hlen)
+        payload = _recv_exact(self.sock, plen) if plen else bytearray()
+        want = self._mac(self._in_dir, self._recv_seq, prefix, body, payload)
+        if not hmac.compare_digest(mac, want):
+            raise ProtocolError(f"frame from {self.peer} failed authentication "
+                                "(wrong secret, corrupted or replayed frame)")
+        self._recv_seq += 1
+        try:
+            header = json.loads(body)
+        except ValueError as e:
+            raise ProtocolError(f"authenticated frame from {self.peer} has a bad header: {e}") from e
+        if not isinstance(header, dict):
+            raise ProtocolError(f"frame header from {self.peer} is not a JSON object")
+        return header, payload
+
+    def request(self, header: dict, payload: bytes | memoryview = b"") -> tuple[dict, bytearray]:
+        """Send a frame and wait for the reply."""
+        self.send(header, payload)
+        return self.recv()
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def _read_hello(sock: socket.socket) -> bytes:
+    hello = bytes(_recv_exact(sock, len(MAGIC) + NONCE_BYTES))
+    if not hello.startswith(MAGIC):
+        raise ProtocolError(f"peer {_peername(sock)} does not speak the sparktf protocol")
+    return hello[len(MAGIC):]
+
+
+def _session_key(secret: bytes, server_nonce: bytes, client_nonce: bytes) -> bytes:
+    return hmac.new(secret, b"sparktf-session" + server_nonce + client_nonce,
+                    hashlib.sha256).digest()
+
+
+def _peername(sock: socket.socket) -> str:
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        return "?"
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else (peer or "local socket")
+
+
+def connect(address: tuple[str, int], secret: bytes, timeout: float | None = 30.0,
+            **kw: Any) -> Channel:
+    """Open an authenticated client channel to ``address``."""
+    sock = socket.create_connection(address, timeout=timeout)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return Channel.client(sock, secret, **kw)
+    except BaseException:
+        sock.close()
+        raise

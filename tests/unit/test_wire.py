@@ -1,0 +1,105 @@
+import socket
+import struct
+import threading
+
+import pytest
+
+from sparktf.errors import ProtocolError
+from sparktf.wire import Channel, new_secret
+
+
+def pair(secret_a, secret_b, max_payload=1 << 20):
+    a, b = socket.socketpair()
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("s", Channel.server(b, secret_b,
+                                                                        max_payload=max_payload)))
+    t.start()
+    client = Channel.client(a, secret_a, max_payload=max_payload)
+    t.join()
+    return client, out["s"]
+
+
+def test_round_trip_header_and_payload():
+    s = new_secret()
+    c, srv = pair(s, s)
+    c.send({"type": "hello"})
+    assert srv.recv() == ({"type": "hello"}, bytearray())
+    big = bytes(range(256)) * 1000
+    t = threading.Thread(target=c.send, args=({"type": "batch", "n": 3}, big))
+    t.start()  # a large frame does not fit the socket buffer: send and receive concurrently
+    header, payload = srv.recv()
+    t.join()
+    assert header == {"type": "batch", "n": 3} and payload == big
+    srv.send({"ok": True})
+    assert c.recv()[0] == {"ok": True}
+
+
+def test_wrong_secret_is_rejected():
+    c, srv = pair(new_secret(), new_secret())
+    c.send({"type": "hello"})
+    with pytest.raises(ProtocolError, match="failed authentication"):
+        srv.recv()
+
+
+class Recorder:
+    def __init__(self):
+        self.data = b""
+
+    def sendall(self, data):
+        self.data += bytes(data)
+
+    def getpeername(self):
+        return ("recorder", 0)
+
+
+def frame_bytes(chan, header):
+    """The exact bytes ``chan`` sends for its next frame ``header``."""
+    clone = Channel(Recorder(), chan._key, is_server=chan._out_dir == b"S")
+    clone._send_seq = chan._send_seq
+    clone.send(header)
+    return clone.sock.data
+
+
+def test_replayed_frame_is_rejected():
+    s = new_secret()
+    c, srv = pair(s, s)
+    first = frame_bytes(c, {"type": "hello"})
+    c.send({"type": "hello"})
+    srv.recv()
+    c.sock.sendall(first)  # the same bytes again: the sequence number differs
+    with pytest.raises(ProtocolError):
+        srv.recv()
+
+
+def test_frame_reflected_back_to_sender_is_rejected():
+    s = new_secret()
+    c, srv = pair(s, s)
+    first = frame_bytes(c, {"type": "hello"})
+    c.send({"type": "hello"})
+    srv.recv()
+    srv.sock.sendall(first)  # a client frame sent back to the client
+    with pytest.raises(ProtocolError):
+        c.recv()
+
+
+def test_oversized_lengths_are_refused_before_allocation():
+    s = new_secret()
+    c, srv = pair(s, s)
+    c.sock.sendall(struct.pack("!II", 1 << 31, 0))
+    with pytest.raises(ProtocolError, match="too large"):
+        srv.recv()
+
+
+def test_first_frame_may_not_carry_a_payload():
+    s = new_secret()
+    c, srv = pair(s, s)
+    c.send({"type": "hello"}, b"x" * 10)
+    with pytest.raises(ProtocolError, match="too large"):
+        srv.recv()
+
+
+def test_not_our_protocol():
+    a, b = socket.socketpair()
+    a.sendall(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n")
+    with pytest.raises(ProtocolError, match="does not speak"):
+        Channel.server(b, new_secret())
