@@ -1,0 +1,67 @@
+"""Shared fixtures: a real multi-executor Spark and a check that no node process is left."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def sparktf_processes() -> list[tuple[int, str]]:
+    """Live (non-zombie) processes whose command line runs a sparktf node or supervisor."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and "sparktf.node." in cmd:
+            found.append((int(pid), cmd.strip()))
+    return found
+
+
+def wait_no_sparktf_processes(timeout: float = 20.0) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = sparktf_processes()
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def sc():
+    """A real ``local-cluster[3,1,1024]`` Spark: 3 executors with one slot each."""
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    sys.path.insert(0, os.path.join(HERE, "integration"))
+    from pyspark import SparkConf, SparkContext, cloudpickle
+
+    import nodefuns
+    cloudpickle.register_pickle_by_value(nodefuns)
+    conf = (SparkConf().setMaster("local-cluster[3,1,1024]").setAppName("sparktf-tests")
+            .set("spark.driver.host", "127.0.0.1").set("spark.ui.enabled", "false")
+            .set("spark.executorEnv.PYTHONPATH", os.pathsep.join(sys.path)))
+    context = SparkContext(conf=conf)
+    context.setLogLevel("ERROR")
+    logging.getLogger("sparktf").setLevel(logging.INFO)
+    yield context
+    context.stop()
+
+
+@pytest.fixture
+def no_leftovers():
+    """Fail the test if a sparktf process outlives it."""
+    yield
+    left = wait_no_sparktf_processes()
+    assert not left, f"sparktf processes left behind: {left}"
