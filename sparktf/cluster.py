@@ -341,7 +341,7 @@ class TFCluster:
         if ssc is not None:
             raise ConfigError("shutdown(ssc=...) (Spark Streaming) is not supported yet")
         deadline = time.monotonic() + timeout
-        training = [n for n in self.nodes if n.role.job in rolemod.TRAINING_JOBS]
+        training = self._awaited_nodes()
         self._end_feed()
         with self._cond:
             self._cond.wait_for(lambda: self._error is not None or all(n.done for n in training),
@@ -360,6 +360,18 @@ class TFCluster:
         if self._error is not None:
             raise self._error
         logger.info("sparktf cluster %s: shut down", self.cluster_id)
+
+    def _awaited_nodes(self) -> list[NodeState]:
+        """The nodes whose end means training is over.
+
+        With ps nodes (ParameterServerStrategy) the chief drives training and
+        the workers only serve, so the chief alone is awaited; otherwise every
+        chief, master and worker node.
+        """
+        chief = [n for n in self.nodes if n.role.job in ("chief", "master")]
+        if chief and any(n.role.job == "ps" for n in self.nodes):
+            return chief
+        return [n for n in self.nodes if n.role.job in rolemod.TRAINING_JOBS]
 
     def _end_feed(self) -> None:
         """Hook: tell SPARK-mode nodes that no more data will come."""

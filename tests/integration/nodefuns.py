@@ -36,3 +36,86 @@ def sleep_forever(args, ctx):
     with open(os.path.join(args["out"], f"pid-{ctx.executor_id}"), "w") as f:
         f.write(str(os.getpid()))
     time.sleep(3600)
+
+
+def _synthetic(n=256, seed=0):
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5, 3.0], dtype="float32") + 0.25)[:, None]
+    return x, y
+
+
+def _save_weights(args, ctx, weights):
+    with open(os.path.join(args["out"], f"weights-{ctx.executor_id}.json"), "w") as f:
+        json.dump({"job": ctx.job_name, "weights": [w.tolist() for w in weights]}, f)
+
+
+def mwms_keras_fit(args, ctx):
+    """tf.keras (tf-keras 2.21 through TF_USE_LEGACY_KERAS) model.fit under MWMS."""
+    import tensorflow as tf
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    x, y = _synthetic()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).repeat()
+    opts = tf.data.Options()
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    ds = ds.with_options(opts)
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
+    hist = model.fit(ds, epochs=3, steps_per_epoch=8, verbose=0)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    _save_weights(args, ctx, model.get_weights())
+
+
+def mwms_keras3_custom_loop(args, ctx):
+    """Keras 3 model trained by a custom loop (strategy.run + GradientTape) under MWMS."""
+    import keras
+    import tensorflow as tf
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    x, y = _synthetic()
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).repeat()
+    dist = iter(strategy.experimental_distribute_dataset(ds))
+    with strategy.scope():
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        opt = keras.optimizers.SGD(0.05)
+
+    @tf.function
+    def step(it):
+        def replica(batch):
+            xb, yb = batch
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.square(model(xb, training=True) - yb))
+                loss = loss / strategy.num_replicas_in_sync
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply_gradients(zip(grads, model.trainable_variables))
+            return loss
+        return strategy.reduce("SUM", strategy.run(replica, args=(next(it),)), axis=None)
+
+    losses = [float(step(dist)) for _ in range(20)]
+    assert losses[-1] < losses[0], losses
+    _save_weights(args, ctx, model.get_weights())
+
+
+def ps_strategy(args, ctx):
+    """ParameterServerStrategy: ps and workers serve, the chief coordinates tf-keras fit."""
+    import tensorflow as tf
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if ctx.job_name in ("ps", "worker"):
+        server = tf.distribute.Server(resolver.cluster_spec(), job_name=ctx.job_name,
+                                      task_index=ctx.task_index, protocol="grpc", start=True)
+        server.join()
+        return
+    strategy = tf.distribute.ParameterServerStrategy(resolver)
+    x, y = _synthetic()
+
+    def dataset_fn(input_context):
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(32).repeat()
+
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
+    data = tf.keras.utils.experimental.DatasetCreator(dataset_fn)
+    hist = model.fit(data, epochs=3, steps_per_epoch=8, verbose=0)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    _save_weights(args, ctx, model.get_weights())
