@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import threading
 import time
 import uuid
@@ -196,6 +197,8 @@ class TFCluster:
             spec = self._spec
         if spec is None:
             return  # the reservation wait below reports why
+        # On the driver, node files go to the temp dir, not the application's cwd.
+        plan = dict(plan, base_dir=plan["base_dir"] or os.path.join(tempfile.gettempdir(), "sparktf"))
         for i, sock in enumerate(socks):
             self._driver_procs.append(launcher.start_node(
                 plan, payload, i, self.control.address[0], sock, spec, os.getpid(),

@@ -52,3 +52,14 @@ def test_parameter_server_strategy_and_ps_stopped_at_shutdown(sc, tmp_path, no_l
     assert [r["job"] for r in results] == ["chief"]
     states = {n.role.name: n.state for n in cluster.nodes}
     assert states == {"ps:0": "stopped", "chief:0": "finished", "worker:0": "stopped"}
+
+
+def test_driver_ps_nodes_run_ps_on_the_driver(sc, tmp_path, no_leftovers):
+    cluster = TFCluster.run(sc, nodefuns.ps_strategy, {"out": str(tmp_path)}, 3, num_ps=1,
+                            master_node="chief", driver_ps_nodes=True, reservation_timeout=120)
+    ps = cluster.nodes[0]
+    assert ps.role.name == "ps:0" and ps.state == "running"
+    assert os.path.exists(ps.log), "the ps node's files live on the driver"
+    cluster.shutdown(timeout=300)
+    assert [r["job"] for r in weights(tmp_path)] == ["chief"]
+    assert ps.state == "stopped"
