@@ -20,8 +20,10 @@ How a cluster comes up (see also :mod:`sparktf.node.launcher`):
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -31,9 +33,11 @@ from typing import Any, Callable
 
 from pyspark import cloudpickle
 
+from . import errors
 from . import roles as rolemod
 from .control import ControlServer
-from .errors import ConfigError, NodeError, ReservationTimeout, ShutdownTimeout, SparkTFError
+from .errors import ConfigError, FeedError, NodeError, ReservationTimeout, ShutdownTimeout, SparkTFError
+from .feed import arrowconv, sender
 from .node import launcher, procs
 from .wire import new_secret
 
@@ -99,6 +103,7 @@ class TFCluster:
         self._release_port = release_port
         self._spec: dict | None = None  # the cluster spec, once a node reported it
         self._stopping = False  # True once shutdown began stopping nodes on purpose
+        self._terminated: set[int] = set()  # nodes that called DataFeed.terminate()
         self._secret = new_secret()
         self._group = f"sparktf-{self.cluster_id}"
         self._cond = threading.Condition()
@@ -108,7 +113,7 @@ class TFCluster:
         self._driver_procs: list = []
         self._tensorboard_url: str | None = None
         host = sc.getConf().get("spark.driver.host", None) or "127.0.0.1"
-        self.control = ControlServer(host, self._secret, len(roles))
+        self.control = ControlServer(host, self._secret, len(roles), status=self._status)
 
     # -- start -------------------------------------------------------------
     def _start(self, map_fun: Callable, tf_args: Any, reservation_timeout: float, env: dict,
@@ -268,8 +273,9 @@ class TFCluster:
                                 args=((n.node, "supervisor", {"type": "silent"}),)).start()
         elif mtype == "silent" and not n.done:
             self._node_failed(n, "lost", "the node process went away without a report")
-        elif kind == "node" and mtype in ("terminate", "progress"):
-            self._feed_event(n, msg)
+        elif kind == "node" and mtype == "terminate":
+            self._terminated.add(n.node)
+            logger.info("sparktf node %s called terminate(): it takes no more data", n.describe())
 
     def _on_exit(self, n: NodeState, msg: dict) -> None:
         code, n.log_tail = msg.get("code"), msg.get("log_tail", "")
@@ -307,9 +313,6 @@ class TFCluster:
                                         f"failed: {error}"))
                 self._cond.notify_all()
 
-    def _feed_event(self, n: NodeState, msg: dict) -> None:
-        """Hook for feed events (SPARK mode)."""
-
     def _fail(self, error: SparkTFError) -> None:
         """Record the first error and stop everything (called with ``_cond`` held)."""
         if self._error is not None:
@@ -325,6 +328,99 @@ class TFCluster:
         for n in nodes:
             if not n.done:
                 self.control.send(n.node, "supervisor", {"type": "stop", "reason": reason})
+
+    def _status(self) -> dict:
+        """For feeding tasks that lost their node: the first error, the terminated nodes."""
+        with self._cond:
+            if self._error is None and not self._terminated:
+                self._cond.wait_for(lambda: self._error is not None or self._terminated,
+                                    timeout=_LOST_GRACE)
+            return {"error": str(self._error) if self._error is not None else "",
+                    "terminated": sorted(self._terminated)}
+
+    # -- SPARK mode: feeding ------------------------------------------------
+    def _data_nodes(self, what: str) -> list[dict]:
+        if self.input_mode != InputMode.SPARK:
+            raise ConfigError(f"cluster.{what}() needs TFCluster.run(..., "
+                              "input_mode=InputMode.SPARK)")
+        with self._cond:
+            if self._error is not None:
+                raise self._error
+            return [{"node": n.node, "name": n.role.name, "feed": list(n.feed),
+                     "control": list(self.control.address)}
+                    for n in self.nodes
+                    if n.role.job in rolemod.TRAINING_JOBS and n.feed and not n.done
+                    and n.node not in self._terminated]
+
+    def train(self, data: Any, num_epochs: int = 1, feed_timeout: float = 600,
+              qname: str = "input") -> None:
+        """Feed an RDD or a DataFrame to the training nodes ``num_epochs`` times.
+
+        Each row reaches exactly one node once per epoch; nodes end each epoch
+        knowing every node's row count, which the ``DataFeed.dataset`` fast path
+        uses to give all synchronous workers the same number of steps.  Returns
+        early if every node called ``terminate()``.
+        """
+        if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
+            raise ConfigError(f"num_epochs must be an integer >= 1, got {num_epochs!r}")
+        arrow = _is_dataframe(data)
+        partitions = (data.rdd if arrow else data).getNumPartitions()
+        for epoch in range(num_epochs):
+            nodes = self._data_nodes("train")
+            if not nodes:
+                logger.info("sparktf train: every node called terminate(); stopping the feed")
+                return
+            task = functools.partial(sender.feed_train, nodes=nodes, secret=self._secret,
+                                     epoch=epoch, partitions=partitions,
+                                     feed_timeout=feed_timeout, arrow=arrow)
+            started = time.monotonic()
+            counts = self._run_feed_job(f"sparktf train epoch {epoch + 1}/{num_epochs}",
+                                        lambda: _train_job(data, task, arrow))
+            elapsed = time.monotonic() - started
+            total = sum(counts.values())
+            for n in nodes:
+                self.control.send(n["node"], "node", {"type": "epoch_end", "epoch": epoch,
+                                                      "counts": {str(n2["node"]): counts.get(
+                                                          n2["node"], 0) for n2 in nodes}})
+            logger.info("sparktf train epoch %d/%d: %d rows in %.1fs (%.0f rows/s); %s",
+                        epoch + 1, num_epochs, total, elapsed, total / max(elapsed, 1e-9),
+                        ", ".join(f"{n['name']} {counts.get(n['node'], 0)}" for n in nodes))
+
+    def inference(self, data: Any, feed_timeout: float = 600, qname: str = "input") -> Any:
+        """A lazy RDD with one result per input row, in input order within each partition.
+
+        Partition ``p`` is fed to training node ``p mod k``.  For a DataFrame
+        the results follow the order of ``data.rdd``, so
+        ``data.rdd.zip(cluster.inference(data))`` pairs rows with results.
+        """
+        nodes = self._data_nodes("inference")
+        if not nodes:
+            raise ConfigError("no TF node takes inference data (all finished or terminated)")
+        rdd = data.rdd if _is_dataframe(data) else data
+        secret = self._secret
+
+        def infer(partition: int, rows: Any) -> Any:
+            node = nodes[partition % len(nodes)]
+            for result in sender.feed_inference(partition, rows, node, secret, feed_timeout,
+                                                arrow=False):
+                yield from arrowconv.decode_rows(result)
+
+        return rdd.mapPartitionsWithIndex(infer, preservesPartitioning=True)
+
+    def _run_feed_job(self, description: str, job: Callable[[], Any]) -> Any:
+        self.sc.setJobGroup(self._group, description, interruptOnCancel=True)
+        try:
+            return job()
+        except Exception as e:
+            with self._cond:  # a node's own report explains more than the task error
+                self._cond.wait_for(lambda: self._error is not None, timeout=_LOST_GRACE)
+                if self._error is not None:
+                    raise self._error from None
+            found = re.findall(r"sparktf\.errors\.(\w+): ([^\n]*)", str(e))
+            if found:
+                cls = getattr(errors, found[-1][0], FeedError)
+                raise cls(f"{description}: {found[-1][1]}") from None
+            raise FeedError(f"{description} failed: {str(e).strip().splitlines()[0]}") from e
 
     # -- public API --------------------------------------------------------
     def tensorboard_url(self) -> str | None:
@@ -377,7 +473,11 @@ class TFCluster:
         return [n for n in self.nodes if n.role.job in rolemod.TRAINING_JOBS]
 
     def _end_feed(self) -> None:
-        """Hook: tell SPARK-mode nodes that no more data will come."""
+        """Tell SPARK-mode nodes that no more data will come (``should_stop()``)."""
+        if self.input_mode == InputMode.SPARK:
+            for n in self.nodes:
+                if n.feed and not n.done:
+                    self.control.send(n.node, "node", {"type": "end_feed"})
 
     def _teardown(self, wait: float) -> None:
         """Wait up to ``wait`` s for every node process and the job to end, then close."""
@@ -440,3 +540,27 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
     cluster = TFCluster(sc, roles, input_mode, driver_ps_nodes, release_port)
     cluster._start(map_fun, tf_args, reservation_timeout, node_env, node_dir)
     return cluster
+
+
+def _is_dataframe(data: Any) -> bool:
+    return hasattr(data, "mapInArrow") and hasattr(data, "schema")
+
+
+def _train_job(data: Any, task: Callable, arrow: bool) -> dict[int, int]:
+    """Run one epoch's feeding job; return the rows delivered per node."""
+    if arrow:
+        def feed_batches(batches: Any) -> Any:
+            import pyarrow as pa
+            from pyspark import TaskContext
+            sent = task(TaskContext.get().partitionId(), batches)
+            yield pa.RecordBatch.from_pydict({"node": list(sent), "rows": list(sent.values())})
+
+        rows = data.mapInArrow(feed_batches, "node long, rows long").collect()
+        per_task = [{r["node"]: r["rows"]} for r in rows]
+    else:
+        per_task = data.mapPartitionsWithIndex(lambda p, it: [task(p, it)]).collect()
+    counts: dict[int, int] = {}
+    for sent in per_task:
+        for node, rows in sent.items():
+            counts[node] = counts.get(node, 0) + rows
+    return counts

@@ -47,8 +47,10 @@ def sc():
     sys.path.insert(0, os.path.join(HERE, "integration"))
     from pyspark import SparkConf, SparkContext, cloudpickle
 
+    import feedfuns
     import nodefuns
     cloudpickle.register_pickle_by_value(nodefuns)
+    cloudpickle.register_pickle_by_value(feedfuns)
     conf = (SparkConf().setMaster("local-cluster[3,1,1024]").setAppName("sparktf-tests")
             .set("spark.driver.host", "127.0.0.1").set("spark.ui.enabled", "false")
             .set("spark.executorEnv.PYTHONPATH", os.pathsep.join(sys.path)))

@@ -1,0 +1,213 @@
+"""Rows to Arrow record batches and back (pure logic, no sockets).
+
+A feeding task turns the rows of a partition into Arrow record batches, column
+by column, so that rows cross the wire in a compact columnar form and the node
+can hand whole columns to TensorFlow.  The shape of the first row fixes the
+schema of the partition; every other row must match it, and a row that does
+not is reported with its partition and index (nothing is dropped or coerced).
+
+Row kinds (the schema metadata ``sparktf.kind`` records which):
+
+* ``array``: a numpy array or a list of numbers -> one column ``_0``.
+* ``tuple``: a tuple, or a list holding arrays -> columns ``_0``, ``_1``, ...
+* ``dict``: a dict or a ``pyspark.sql.Row`` -> one column per key.
+
+A column of scalars becomes a primitive Arrow array; a column of equal-shape
+arrays becomes a ``FixedSizeList`` (shape kept in the field metadata).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import FeedError
+
+_SCALARS = (int, float, bool, str, bytes, np.generic)
+
+
+def _kind(row: Any) -> str:
+    if isinstance(row, np.ndarray):
+        return "array"
+    if isinstance(row, dict) or hasattr(row, "asDict"):
+        return "dict"
+    if isinstance(row, tuple):
+        return "tuple"
+    if isinstance(row, list):
+        return "array" if all(isinstance(v, _SCALARS) for v in row) else "tuple"
+    if isinstance(row, _SCALARS):
+        return "scalar"
+    return ""
+
+
+def _fields(row: Any, kind: str) -> tuple[list[str], list[Any]]:
+    if kind == "dict":
+        d = row.asDict() if hasattr(row, "asDict") else row
+        return list(d.keys()), list(d.values())
+    if kind == "tuple":
+        return [f"_{i}" for i in range(len(row))], list(row)
+    return ["_0"], [row]
+
+
+def _signature(value: Any) -> tuple:
+    if isinstance(value, np.ndarray):
+        return ("nd", value.shape, value.dtype.str)
+    if isinstance(value, (list, tuple)):
+        return ("seq", len(value))
+    if isinstance(value, _SCALARS):
+        return ("scalar", type(value).__name__ if not isinstance(value, np.generic)
+                else value.dtype.str)
+    return ("other", type(value).__name__)
+
+
+def _column(values: list, name: str) -> tuple[pa.Array, dict]:
+    first = values[0]
+    if isinstance(first, (np.ndarray, list, tuple)):
+        arr = np.asarray(values)
+        shape = arr.shape[1:]
+        flat = pa.array(arr.reshape(-1))
+        width = int(np.prod(shape)) if shape else 1
+        return pa.FixedSizeListArray.from_arrays(flat, width), {"shape": list(shape)}
+    return pa.array(np.asarray(values) if not isinstance(first, (str, bytes)) else values), {}
+
+
+class RowEncoder:
+    """Encodes the rows of one partition into Arrow record batches."""
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.kind = ""
+        self.names: list[str] = []
+        self.signature: list[tuple] = []
+        self.schema: pa.Schema | None = None
+
+    def _fail(self, index: int, why: str) -> None:
+        raise FeedError(f"bad input in partition {self.partition}, row {index}: {why}")
+
+    def _check(self, row: Any, index: int) -> list[Any]:
+        if row is None:
+            self._fail(index, "the row is None")
+        kind = _kind(row)
+        if not self.kind:
+            if not kind:
+                self._fail(index, f"unsupported row type {type(row).__name__}; feed numpy "
+                                  "arrays, tuples, lists, dicts or Rows")
+            self.kind = "array" if kind == "scalar" else kind
+            self.names, values = _fields(row, self.kind)
+            self.signature = [_signature(v) for v in values]
+            for name, sig in zip(self.names, self.signature):
+                if sig[0] == "other":
+                    self._fail(index, f"field {name!r} has unsupported type {sig[1]}")
+            return values
+        if kind != self.kind and not (self.kind == "array" and kind == "scalar"):
+            self._fail(index, f"row of kind {kind or type(row).__name__} differs from the "
+                              f"partition's first row (kind {self.kind})")
+        names, values = _fields(row, self.kind)
+        if names != self.names:
+            self._fail(index, f"fields {names} differ from the first row's {self.names}")
+        for name, value, want in zip(names, values, self.signature):
+            got = _signature(value)
+            if got != want:
+                self._fail(index, f"field {name!r} is {got} but the first row's is {want}")
+        return values
+
+    def encode(self, rows: list[Any], first_index: int) -> pa.RecordBatch:
+        """One record batch from ``rows`` (the partition's rows from ``first_index`` on)."""
+        columns: list[list[Any]] = []
+        for i, row in enumerate(rows):
+            values = self._check(row, first_index + i)
+            if not columns:
+                columns = [[] for _ in values]
+            for col, v in zip(columns, values):
+                col.append(v)
+        arrays, fields = [], []
+        for name, values in zip(self.names, columns):
+            try:
+                arr, meta = _column(values, name)
+            except (ValueError, TypeError, pa.ArrowException) as e:
+                raise FeedError(f"bad input in partition {self.partition}, rows {first_index}-"
+                                f"{first_index + len(rows) - 1}: field {name!r}: {e}") from e
+            arrays.append(arr)
+            fields.append(pa.field(name, arr.type,
+                                   metadata={"sparktf.shape": json.dumps(meta["shape"])}
+                                   if meta else None))
+        schema = pa.schema(fields, metadata={"sparktf.kind": self.kind})
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def encode_rows(rows: Iterable[Any], partition: int, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Record batches of at most ``batch_rows`` rows from an iterable of rows."""
+    enc = RowEncoder(partition)
+    chunk: list[Any] = []
+    index = 0
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= batch_rows:
+            yield enc.encode(chunk, index)
+            index += len(chunk)
+            chunk = []
+    if chunk:
+        yield enc.encode(chunk, index)
+
+
+def column_to_numpy(batch: pa.RecordBatch, i: int) -> np.ndarray:
+    """Column ``i`` as a numpy array, fixed-size lists reshaped to (rows, *shape)."""
+    col = batch.column(i)
+    field = batch.schema.field(i)
+    if pa.types.is_fixed_size_list(col.type):
+        flat = col.flatten().to_numpy(zero_copy_only=False)
+        meta = field.metadata or {}
+        shape = json.loads(meta.get(b"sparktf.shape", b"[]")) or [col.type.list_size]
+        return flat.reshape((len(col), *shape))
+    if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+        return np.stack([np.asarray(v) for v in col.to_pylist()]) if len(col) else np.empty((0,))
+    return col.to_numpy(zero_copy_only=False)
+
+
+def decode_rows(batch: pa.RecordBatch) -> list[Any]:
+    """The rows of a record batch in the form they were fed (for ``next_batch``)."""
+    kind = (batch.schema.metadata or {}).get(b"sparktf.kind", b"dict").decode()
+    cols = [column_to_numpy(batch, i) for i in range(batch.num_columns)]
+    if kind == "array":
+        return list(cols[0])
+    if kind == "tuple":
+        return list(zip(*cols))
+    names = batch.schema.names
+    return [dict(zip(names, vals)) for vals in zip(*cols)]
+
+
+def to_ipc(batch: pa.RecordBatch) -> pa.Buffer:
+    """Serialise one record batch (with its schema) as an Arrow IPC stream."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue()
+
+
+def from_ipc(data: bytes | bytearray | memoryview) -> pa.RecordBatch:
+    """The single record batch of an Arrow IPC stream written by :func:`to_ipc`."""
+    reader = pa.ipc.open_stream(pa.py_buffer(data))
+    batches = list(reader)
+    if len(batches) != 1:
+        return pa.Table.from_batches(batches, schema=reader.schema).combine_chunks().to_batches()[0]
+    return batches[0]
+
+
+def results_to_batch(results: Any) -> pa.RecordBatch:
+    """Inference results (one per row) as a one-column record batch."""
+    if isinstance(results, pa.RecordBatch):
+        return results
+    values = list(results) if not isinstance(results, np.ndarray) else results
+    if isinstance(values, np.ndarray):
+        arr, meta = _column(list(values), "result") if values.ndim > 1 else (pa.array(values), {})
+    elif values and isinstance(values[0], (np.ndarray, list, tuple)):
+        arr, meta = _column(values, "result")
+    else:
+        arr, meta = pa.array(values), {}
+    field = pa.field("result", arr.type,
+                     metadata={"sparktf.shape": json.dumps(meta["shape"])} if meta else None)
+    return pa.RecordBatch.from_arrays([arr], schema=pa.schema([field],
+                                                              metadata={"sparktf.kind": "array"}))

@@ -1,0 +1,235 @@
+"""``TFNode.DataFeed``: what ``map_fun`` reads fed data through (SPARK mode).
+
+Two ways to read:
+
+* TensorFlowOnSpark's ``next_batch(n)`` / ``should_stop()`` /
+  ``batch_results(results)`` / ``terminate()``, row by row as fed.
+* The fast path, :meth:`DataFeed.dataset`: a ``tf.data.Dataset`` whose
+  elements are whole batches built from the Arrow columns (numpy views of
+  the received buffers), one dataset iteration per fed epoch, so
+  ``model.fit(feed.dataset(64), epochs=num_epochs)`` lines up with
+  ``cluster.train(data, num_epochs)``.
+
+How synchronous workers agree on the end of an epoch: the feeding tasks split
+every chunk of every partition across all training nodes (contiguous slices
+whose sizes differ by at most one row), so the nodes' row counts for an epoch
+differ by at most the number of partitions.  The dataset emits full batches
+while it holds more than ``batch_size + partitions`` rows and keeps the rest.
+When the epoch's feed is complete the driver sends every node the row counts
+of all nodes; each node then knows the common number of steps,
+``ceil(min(count) / batch_size)``, and splits the rows it kept into exactly the
+batches still missing.  Every worker takes the same number of steps, no row is
+dropped, and a batch is at most ``partitions`` rows larger than ``batch_size``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import FeedError
+from . import arrowconv
+from .receiver import EndOfFeed, EpochEnd, EpochStart, FeedServer, Item
+
+logger = logging.getLogger(__name__)
+
+
+class EpochBatcher:
+    """Cuts one node's rows of an epoch into the batches all nodes agree on (pure logic)."""
+
+    def __init__(self, batch_size: int, partitions: int) -> None:
+        self.batch_size = batch_size
+        self.holdback = batch_size + max(0, partitions)
+        self.kept: list[pa.RecordBatch] = []
+        self.rows = 0
+        self.emitted = 0
+        self.seen = 0
+
+    def add(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+        """Take rows; return the full batches that can be trained on now."""
+        self.kept.append(batch)
+        self.rows += batch.num_rows
+        self.seen += batch.num_rows
+        out = []
+        while self.rows > self.holdback:
+            out.append(self._take(self.batch_size))
+        return out
+
+    def _take(self, n: int) -> pa.RecordBatch:
+        table = pa.Table.from_batches(self.kept).combine_chunks()
+        head, rest = table.slice(0, n), table.slice(n)
+        self.kept = rest.to_batches() if rest.num_rows else []
+        self.rows -= head.num_rows
+        self.emitted += 1
+        return head.combine_chunks().to_batches()[0] if head.num_rows else head.to_batches()[0]
+
+    def finish(self, counts: list[int]) -> list[pa.RecordBatch]:
+        """The remaining batches once every node's row count for the epoch is known."""
+        steps = math.ceil(min(counts) / self.batch_size) if counts else 0
+        missing = steps - self.emitted
+        if self.rows and missing <= 0:
+            raise FeedError(f"cannot split {self.rows} remaining rows into {missing} batches "
+                            f"(counts {counts}, batch_size {self.batch_size})")
+        if not self.rows:
+            return []
+        table = pa.Table.from_batches(self.kept).combine_chunks()
+        bounds = np.linspace(0, self.rows, missing + 1).round().astype(int)
+        out = [table.slice(a, b - a).combine_chunks().to_batches()[0]
+               for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        self.kept, self.rows, self.emitted = [], 0, steps
+        return out
+
+
+def _columns(batch: pa.RecordBatch, names: list[str] | None) -> tuple:
+    idx = range(batch.num_columns) if names is None else [batch.schema.get_field_index(n)
+                                                           for n in names]
+    return tuple(arrowconv.column_to_numpy(batch, i) for i in idx)
+
+
+class DataFeed:
+    """Reads the data fed to this node (TensorFlowOnSpark's ``TFNode.DataFeed``)."""
+
+    def __init__(self, mgr: FeedServer, train_mode: bool = True, qname_in: str = "input",
+                 qname_out: str = "output", input_mapping: dict | None = None) -> None:
+        if mgr is None:
+            raise FeedError("DataFeed needs ctx.mgr, which exists only in InputMode.SPARK")
+        self.mgr = mgr
+        self.train_mode = train_mode
+        self.qname_in, self.qname_out = qname_in, qname_out
+        self.input_mapping = input_mapping
+        self.done_feeding = False
+        self._current: Item | None = None
+        self._offset = 0
+        self._last: list[tuple[Item, int]] = []  # (item, rows) handed out by next_batch
+
+    # -- TensorFlowOnSpark API -------------------------------------------------------
+    def next_batch(self, batch_size: int) -> Any:
+        """Up to ``batch_size`` rows; fewer at the end of the feed (or, in inference
+        mode, at the end of a fed chunk); an empty list once the feed is over."""
+        slices: list[pa.RecordBatch] = []
+        self._last = []
+        got = 0
+        while got < batch_size:
+            item = self._next_item(block=not slices or self.train_mode)
+            if item is None:
+                break
+            take = min(batch_size - got, item.batch.num_rows - self._offset)
+            slices.append(item.batch.slice(self._offset, take))
+            self._last.append((item, take))
+            self._offset += take
+            got += take
+            if not self.train_mode and self._offset >= item.batch.num_rows:
+                break
+        if self.input_mapping:
+            return self._mapped(slices)
+        rows: list = []
+        for s in slices:
+            rows.extend(arrowconv.decode_rows(s))
+        return rows
+
+    def _mapped(self, slices: list[pa.RecordBatch]) -> dict:
+        out: dict = {tensor: [] for tensor in self.input_mapping.values()}
+        for s in slices:
+            for col, tensor in self.input_mapping.items():
+                i = s.schema.get_field_index(col)
+                if i < 0:
+                    raise FeedError(f"input_mapping column {col!r} is not in the fed data "
+                                    f"(columns: {s.schema.names})")
+                out[tensor].extend(arrowconv.column_to_numpy(s, i))
+        return out
+
+    def _next_item(self, block: bool) -> Item | None:
+        """The item holding the next unread row, or None at the end of the feed."""
+        if self._current is not None and self._offset < self._current.batch.num_rows:
+            return self._current
+        while not self.done_feeding:
+            if not block and not len(self.mgr.buffer):
+                return None
+            got = self.mgr.buffer.get()
+            if isinstance(got, EndOfFeed):
+                self.done_feeding = True
+            elif isinstance(got, Item) and got.batch.num_rows:
+                self._current, self._offset = got, 0
+                return got
+        return None
+
+    def should_stop(self) -> bool:
+        """True once the feed has ended (all epochs fed and shutdown called) or terminate()."""
+        return self.done_feeding or self.mgr.terminated.is_set()
+
+    def batch_results(self, results: Any) -> None:
+        """Return one result per row of the last ``next_batch`` (inference)."""
+        expected = sum(n for _, n in self._last)
+        count = len(results)
+        if count != expected:
+            error = (f"map_fun returned {count} results for {expected} rows of partition "
+                     f"{self._last[0][0].pending.partition if self._last else '?'}")
+            for item, _ in self._last:
+                if item.pending is not None:
+                    item.pending.fail(error)
+            raise FeedError(error)
+        batch = arrowconv.results_to_batch(results)
+        start = 0
+        for item, n in self._last:
+            if item.pending is not None:
+                item.pending.add(batch.slice(start, n))
+            start += n
+        self._last = []
+
+    def terminate(self) -> None:
+        """Take no more data: the remaining partitions are skipped."""
+        self.mgr.terminate()
+        self.done_feeding = True
+
+    # -- fast path ---------------------------------------------------------------------
+    def dataset(self, batch_size: int, columns: list[str] | None = None):
+        """A ``tf.data.Dataset`` of batches for one epoch per iteration.
+
+        Elements are tuples of column tensors (``columns`` picks and orders
+        them by name), e.g. ``(images, labels)`` for rows ``(image, label)``.
+        Blocks until the first data arrives, to learn the schema.
+        """
+        import tensorflow as tf
+
+        first = self._peek()
+        if first is None:
+            raise FeedError("the feed ended before any data arrived")
+        sample = _columns(first, columns)
+        signature = tuple(tf.TensorSpec((None, *c.shape[1:]), tf.as_dtype(c.dtype))
+                          for c in sample)
+
+        def epoch():
+            for batch in self._epoch_batches(batch_size):
+                yield _columns(batch, columns)
+
+        ds = tf.data.Dataset.from_generator(epoch, output_signature=signature)
+        # The feed already gave each node its own rows: a strategy must not shard again.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = \
+            tf.data.experimental.AutoShardPolicy.OFF
+        return ds.with_options(options)
+
+    def _peek(self) -> pa.RecordBatch | None:
+        item = self.mgr.buffer.peek(lambda i: isinstance(i, (Item, EndOfFeed)))
+        return item.batch if isinstance(item, Item) else None
+
+    def _epoch_batches(self, batch_size: int):
+        """Batches of one epoch, cut so that all training nodes take the same steps."""
+        batcher = None
+        while not self.done_feeding:
+            got = self.mgr.buffer.get()
+            if isinstance(got, EndOfFeed):
+                self.done_feeding = True
+            elif isinstance(got, EpochStart):
+                batcher = EpochBatcher(batch_size, got.partitions)
+            elif isinstance(got, Item):
+                batcher = batcher or EpochBatcher(batch_size, 1)
+                yield from batcher.add(got.batch)
+            elif isinstance(got, EpochEnd):
+                if batcher is not None:
+                    yield from batcher.finish(list(got.counts.values()))
+                return

@@ -1,0 +1,218 @@
+"""The node's feed endpoint: authenticated connections in, a bounded buffer out.
+
+Feeding tasks connect to :class:`FeedServer` (one per node, bound to the
+node's host) and send Arrow record batches.  Each batch is put into a
+:class:`BoundedBuffer`; the acknowledgement is sent only once it is in, so a
+slow consumer slows the feeders down (backpressure) and the node holds at most
+``capacity`` batches.  In inference mode the reply carries the results of that
+batch instead, produced by ``DataFeed.batch_results``.
+
+Markers in the same buffer tell the consumer where an epoch starts (from the
+first feeding connection of an epoch) and ends (from the driver, after every
+batch of the epoch was acknowledged), and that the feed is over.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import socket
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from ..errors import FeedError, ProtocolError
+from ..wire import Channel
+from . import arrowconv
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CAPACITY = 8
+
+
+@dataclass
+class EpochStart:
+    epoch: int
+    partitions: int
+
+
+@dataclass
+class EpochEnd:
+    epoch: int
+    counts: dict  # node number (as str) -> rows fed to it this epoch
+
+
+@dataclass
+class EndOfFeed:
+    pass
+
+
+@dataclass
+class Pending:
+    """Results being collected for one inference batch."""
+
+    rows: int
+    partition: int
+    results: list = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str = ""
+
+    def add(self, values: pa.RecordBatch) -> None:
+        self.results.append(values)
+        if sum(len(r) for r in self.results) >= self.rows:
+            self.done.set()
+
+    def fail(self, error: str) -> None:
+        self.error = error
+        self.done.set()
+
+
+@dataclass
+class Item:
+    batch: pa.RecordBatch
+    pending: Pending | None = None
+
+
+class BoundedBuffer:
+    """A FIFO of at most ``capacity`` data items; markers never block.
+
+    ``close`` wakes every waiting producer (they then see ``closed``).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: collections.deque = collections.deque()
+        self._data = 0
+        self._cond = threading.Condition()
+        self.closed = False
+
+    def put(self, item: Any) -> bool:
+        with self._cond:
+            if isinstance(item, Item):
+                self._cond.wait_for(lambda: self.closed or self._data < self.capacity)
+                if self.closed:
+                    return False
+                self._data += 1
+            self._items.append(item)
+            self._cond.notify_all()
+            return True
+
+    def get(self) -> Any:
+        with self._cond:
+            self._cond.wait_for(lambda: self._items)
+            item = self._items.popleft()
+            if isinstance(item, Item):
+                self._data -= 1
+            self._cond.notify_all()
+            return item
+
+    def peek(self, match) -> Any:
+        """Wait for the first queued item for which ``match`` is true; leave it queued."""
+        with self._cond:
+            self._cond.wait_for(lambda: any(match(i) for i in self._items))
+            return next(i for i in self._items if match(i))
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        return self._data
+
+
+class FeedServer:
+    """The node's feed endpoint; ``ctx.mgr`` in SPARK mode."""
+
+    def __init__(self, host: str, secret: bytes, options: dict, control: Any) -> None:
+        self._secret = secret
+        self._control = control
+        self.buffer = BoundedBuffer(int(options.get("capacity", DEFAULT_CAPACITY)))
+        self.terminated = threading.Event()
+        self._epoch = -1
+        self._lock = threading.Lock()
+        self._sock = socket.create_server((host, 0))
+        self.address = (host, self._sock.getsockname()[1])
+        threading.Thread(target=self._accept, name="sparktf-feed", daemon=True).start()
+
+    # -- driver messages -----------------------------------------------------
+    def control_handlers(self) -> dict:
+        return {
+            "epoch_end": lambda m: self.buffer.put(EpochEnd(m["epoch"], m["counts"])),
+            "end_feed": lambda m: self.buffer.put(EndOfFeed()),
+        }
+
+    # -- node side -------------------------------------------------------------
+    def terminate(self) -> None:
+        """Take no more data: refuse new batches and wake blocked feeders."""
+        if not self.terminated.is_set():
+            self.terminated.set()
+            self.buffer.close()
+            self._control.send({"type": "terminate"})
+
+    def finish(self) -> None:
+        """map_fun returned: nothing more will be consumed."""
+        self.buffer.close()
+
+    # -- connections -----------------------------------------------------------
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(sock,), name="sparktf-feed-conn",
+                             daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            sock.settimeout(10)
+            chan = Channel.server(sock, self._secret)
+            hello, _ = chan.recv()
+            sock.settimeout(None)
+            if hello.get("type") != "hello":
+                raise ProtocolError(f"bad feed hello {hello!r}")
+            partition, inference = int(hello["partition"]), hello.get("mode") == "inference"
+            with self._lock:
+                epoch = int(hello.get("epoch", 0))
+                if not inference and epoch > self._epoch:
+                    self._epoch = epoch
+                    self.buffer.put(EpochStart(epoch, int(hello.get("partitions", 1))))
+            if self.terminated.is_set():
+                chan.send({"type": "terminated"})
+                return
+            chan.send({"type": "ok"})
+            while True:
+                msg, payload = chan.recv()
+                if msg.get("type") == "done":
+                    return
+                batch = arrowconv.from_ipc(payload)
+                pending = Pending(batch.num_rows, partition) if inference else None
+                if not self.buffer.put(Item(batch, pending)):
+                    chan.send({"type": "terminated"})
+                    return
+                if pending is None:
+                    chan.send({"type": "ack"})
+                    continue
+                pending.done.wait()
+                if pending.error:
+                    chan.send({"type": "error", "error": pending.error})
+                    return
+                result = arrowconv.to_ipc(_concat(pending.results))
+                chan.send({"type": "results", "rows": pending.rows}, memoryview(result))
+        except (ProtocolError, ValueError, KeyError, socket.timeout, pa.ArrowException,
+                FeedError) as e:
+            logger.warning("feed connection dropped: %s", e)
+        except (EOFError, OSError):
+            pass
+        finally:
+            sock.close()
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]

@@ -1,0 +1,161 @@
+"""The feeding side: what each Spark task of ``train`` / ``inference`` runs.
+
+Training: every Arrow chunk of the partition is split into contiguous slices,
+one per training node, whose sizes differ by at most one row (the node that
+gets the extra row rotates), so nodes end an epoch with nearly equal row
+counts however uneven the partitions are (see :mod:`sparktf.feed.datafeed`).
+The slices go out to all nodes before the task waits for their
+acknowledgements, so the nodes ingest in parallel.
+
+Inference: partition ``p`` goes whole to node ``p mod k``; each chunk's reply
+carries its results, so results come back in input order.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+
+from ..errors import FeedError, FeedTimeout
+from ..control import cluster_status
+from ..wire import connect
+from . import arrowconv
+
+#: Rows per Arrow chunk read from an RDD partition.
+CHUNK_ROWS = 4096
+
+
+class NodeLink:
+    """One feeding connection to one node."""
+
+    def __init__(self, node: dict, secret: bytes, hello: dict, feed_timeout: float) -> None:
+        self.name = node["name"]
+        self.node = node["node"]
+        self.timeout = feed_timeout
+        self.control, self.secret = node["control"], secret
+        self.terminated = False
+        self.rows = 0
+        try:
+            self.chan = connect(tuple(node["feed"]), secret, timeout=30)
+            self.chan.sock.settimeout(feed_timeout)
+            reply, _ = self.chan.request(hello)
+        except OSError as e:
+            status = cluster_status(node["control"], secret)
+            if self.node in status.get("terminated", ()):
+                self.terminated, self.chan = True, None  # it called terminate() and exited
+                return
+            why = status.get("error")
+            raise FeedError(f"cannot reach TF node {self.name} at {node['feed'][0]}:"
+                            f"{node['feed'][1]} ({e}): "
+                            + (why or "the node may have failed; the driver reports its error")
+                            ) from None
+        self.terminated = reply.get("type") == "terminated"
+
+    def send(self, batch: pa.RecordBatch) -> None:
+        self.chan.send({"type": "batch", "rows": batch.num_rows},
+                       memoryview(arrowconv.to_ipc(batch)))
+
+    def receive(self, partition: int) -> tuple[dict, bytearray]:
+        try:
+            msg, payload = self.chan.recv()
+        except socket.timeout:
+            raise FeedTimeout(f"TF node {self.name} is alive but took no data for "
+                              f"{self.timeout:g}s (feed_timeout) while partition {partition} "
+                              "was fed; is map_fun reading its DataFeed?") from None
+        except (EOFError, OSError) as e:
+            status = cluster_status(self.control, self.secret)
+            if self.node in status.get("terminated", ()):
+                self.terminated = True
+                return {"type": "terminated"}, bytearray()
+            why = status.get("error")
+            raise FeedError(f"TF node {self.name} closed the feed while partition {partition} "
+                            f"was fed ({e or 'connection closed'}): "
+                            + (why or "its map_fun failed, exited or returned early")) from None
+        if msg.get("type") == "error":
+            raise FeedError(f"TF node {self.name}: {msg.get('error')}")
+        if msg.get("type") == "terminated":
+            self.terminated = True
+        return msg, payload
+
+    def close(self) -> None:
+        if self.chan is None:
+            return
+        try:
+            if not self.terminated:
+                self.chan.send({"type": "done"})
+        except OSError:
+            pass
+        self.chan.close()
+
+
+def _split(batch: pa.RecordBatch, k: int, start: int) -> list[pa.RecordBatch]:
+    """``k`` contiguous slices whose sizes differ by at most one; the extra rows go
+    to slices ``start``, ``start+1``, ... (mod k)."""
+    base, extra = divmod(batch.num_rows, k)
+    sizes = [base + (1 if (i - start) % k < extra else 0) for i in range(k)]
+    out, offset = [], 0
+    for size in sizes:
+        out.append(batch.slice(offset, size))
+        offset += size
+    return out
+
+
+def _batches(data: Iterable[Any], partition: int, arrow: bool) -> Iterator[pa.RecordBatch]:
+    if arrow:
+        return (b for b in data if b.num_rows)
+    return arrowconv.encode_rows(data, partition, CHUNK_ROWS)
+
+
+def feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: bytes,
+               epoch: int, partitions: int, feed_timeout: float, arrow: bool) -> dict[int, int]:
+    """Feed one partition to all training nodes; return rows delivered per node."""
+    hello = {"type": "hello", "mode": "train", "partition": partition, "epoch": epoch,
+             "partitions": partitions}
+    links = [NodeLink(n, secret, hello, feed_timeout) for n in nodes]
+    try:
+        rotate = partition % len(links)
+        for batch in _batches(data, partition, arrow):
+            live = [link for link in links if not link.terminated]
+            if not live:
+                break
+            slices = _split(batch, len(live), rotate % len(live))
+            rotate += batch.num_rows % len(live)
+            sent = []
+            for link, part in zip(live, slices):
+                if part.num_rows:
+                    link.send(part)
+                    sent.append((link, part.num_rows))
+            for link, rows in sent:
+                msg, _ = link.receive(partition)
+                if msg.get("type") == "ack":
+                    link.rows += rows
+    finally:
+        for link in links:
+            link.close()
+    return {link.node: link.rows for link in links}
+
+
+def feed_inference(partition: int, data: Iterable[Any], node: dict, secret: bytes,
+                   feed_timeout: float, arrow: bool) -> Iterator[pa.RecordBatch]:
+    """Feed one partition to one node; yield the result batches in input order."""
+    hello = {"type": "hello", "mode": "inference", "partition": partition}
+    link = NodeLink(node, secret, hello, feed_timeout)
+    try:
+        if link.terminated:
+            raise FeedError(f"TF node {link.name} called terminate() and takes no inference "
+                            f"data (partition {partition})")
+        for batch in _batches(data, partition, arrow):
+            link.send(batch)
+            msg, payload = link.receive(partition)
+            if msg.get("type") != "results":
+                raise FeedError(f"TF node {link.name} stopped taking data during inference "
+                                f"(partition {partition})")
+            result = arrowconv.from_ipc(payload)
+            if result.num_rows != batch.num_rows:
+                raise FeedError(f"partition {partition}: TF node {link.name} returned "
+                                f"{result.num_rows} results for {batch.num_rows} rows")
+            yield result
+    finally:
+        link.close()

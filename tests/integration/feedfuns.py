@@ -1,0 +1,94 @@
+"""map_fun bodies for the SPARK-mode tests (pickled by value to the executors)."""
+
+import json
+import os
+import time
+
+
+def _write(args, ctx, name, data):
+    with open(os.path.join(args["out"], f"{name}-{ctx.executor_id}.json"), "w") as f:
+        json.dump(data, f)
+
+
+def count_rows(args, ctx):
+    """Read everything with next_batch; record rows and the sum of ids."""
+    from sparktf import TFNode
+    feed = TFNode.DataFeed(ctx.mgr)
+    rows = ids = 0
+    while not feed.should_stop():
+        batch = feed.next_batch(100)
+        if not batch:
+            break
+        rows += len(batch)
+        for r in batch:
+            ids += int(r["id"] if isinstance(r, dict) else r[1])
+    _write(args, ctx, "count", {"rows": rows, "ids": ids})
+
+
+def fit_dataset(args, ctx):
+    """MWMS tf-keras fit on the tf.data fast path, one dataset iteration per fed epoch."""
+    import tensorflow as tf
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    feed = ctx.get_data_feed()
+    rows_seen = [0]
+    steps = []
+
+    class Steps(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            steps.append(0)
+
+        def on_train_batch_end(self, batch, logs=None):
+            steps[-1] += 1
+
+    ds = feed.dataset(args["batch_size"])
+
+    def counted(x, id_):
+        tf.py_function(lambda n: rows_seen.__setitem__(0, rows_seen[0] + int(n)),
+                       [tf.shape(x)[0]], [])
+        return x, tf.cast(id_ % 2, tf.float32)
+
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.01), loss="mse")
+    hist = model.fit(ds.map(counted), epochs=args["epochs"], verbose=0, callbacks=[Steps()])
+    _write(args, ctx, "fit", {"rows": rows_seen[0], "steps": steps,
+                              "epochs": len(hist.history["loss"]),
+                              "weights": [w.tolist() for w in model.get_weights()]})
+
+
+def infer_double(args, ctx):
+    """Inference: one result (2 * id) per row."""
+    feed = ctx.get_data_feed(train_mode=False)
+    while not feed.should_stop():
+        batch = feed.next_batch(7)
+        if not batch:
+            break
+        feed.batch_results([2 * int(r[1]) for r in batch])
+
+
+def infer_short(args, ctx):
+    """Inference that returns one result too few."""
+    feed = ctx.get_data_feed(train_mode=False)
+    batch = feed.next_batch(10)
+    feed.batch_results([0] * (len(batch) - 1))
+
+
+def terminate_early(args, ctx):
+    feed = ctx.get_data_feed()
+    feed.next_batch(10)
+    feed.terminate()
+    _write(args, ctx, "terminated", {"ok": True})
+
+
+def crash_after_first_batch(args, ctx):
+    feed = ctx.get_data_feed()
+    feed.next_batch(10)
+    if ctx.task_index == 1:
+        raise RuntimeError("node exploded mid-feed")
+    while not feed.should_stop():
+        if not feed.next_batch(100):
+            break
+
+
+def stall(args, ctx):
+    time.sleep(3600)

@@ -1,0 +1,130 @@
+"""InputMode.SPARK against real Spark: counts, balance, DataFrames, inference, errors."""
+
+import glob
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+import feedfuns
+from sparktf import TFCluster
+from sparktf.errors import FeedError, NodeError
+
+pytestmark = pytest.mark.integration
+
+SIZES = [5, 1000, 0, 333, 7, 2000]
+
+
+def uneven_rdd(sc):
+    """Partitions of SIZES rows (features float32[4], id) with globally unique ids."""
+    def part(p, _):
+        start = sum(SIZES[:p])
+        rng = np.random.default_rng(p)
+        return [(rng.normal(size=4).astype("float32"), start + i) for i in range(SIZES[p])]
+    return sc.parallelize(range(len(SIZES)), len(SIZES)).mapPartitionsWithIndex(part)
+
+
+def results(out, name):
+    return [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, f"{name}-*.json")))]
+
+
+def start(sc, fn, out, n=2, **kw):
+    return TFCluster.run(sc, fn, {"out": str(out), **kw}, n, input_mode=TFCluster.InputMode.SPARK,
+                         reservation_timeout=120)
+
+
+def test_uneven_partitions_every_row_once_per_epoch(sc, tmp_path, no_leftovers):
+    cluster = start(sc, feedfuns.count_rows, tmp_path)
+    cluster.train(uneven_rdd(sc), num_epochs=2)
+    cluster.shutdown(timeout=60)
+    got = results(tmp_path, "count")
+    total = sum(SIZES)
+    assert sum(r["rows"] for r in got) == 2 * total
+    assert sum(r["ids"] for r in got) == 2 * (total * (total - 1) // 2)
+    assert abs(got[0]["rows"] - got[1]["rows"]) <= 2 * len(SIZES), "balanced per node"
+
+
+def test_dataframe_input(sc, tmp_path, no_leftovers):
+    from pyspark.sql import SparkSession
+    spark = SparkSession(sc)
+    df = spark.createDataFrame([(float(i), i) for i in range(1000)], "x double, id long")
+    cluster = start(sc, feedfuns.count_rows, tmp_path)
+    cluster.train(df.repartition(3), num_epochs=1)
+    cluster.shutdown(timeout=60)
+    got = results(tmp_path, "count")
+    assert sum(r["rows"] for r in got) == 1000 and sum(r["ids"] for r in got) == 499500
+
+
+def test_mwms_fit_on_dataset_fast_path_with_uneven_partitions(sc, tmp_path, no_leftovers):
+    cluster = start(sc, feedfuns.fit_dataset, tmp_path, epochs=2, batch_size=64)
+    cluster.train(uneven_rdd(sc), num_epochs=2)
+    cluster.shutdown(timeout=300)
+    got = results(tmp_path, "fit")
+    assert [r["epochs"] for r in got] == [2, 2]
+    assert got[0]["steps"] == got[1]["steps"], "synchronous workers take the same steps"
+    assert sum(r["rows"] for r in got) == 2 * sum(SIZES), "every fed row is trained on"
+    np.testing.assert_allclose(np.array(got[0]["weights"][0]), np.array(got[1]["weights"][0]))
+
+
+def test_inference_one_result_per_row_in_order(sc, tmp_path, no_leftovers):
+    cluster = start(sc, feedfuns.infer_double, tmp_path)
+    rdd = uneven_rdd(sc)
+    out = cluster.inference(rdd).collect()
+    cluster.shutdown(timeout=60)
+    assert [int(v) for v in out] == [2 * i for i in range(sum(SIZES))]
+
+
+def test_inference_count_mismatch_names_partition_and_counts(sc, tmp_path, no_leftovers):
+    cluster = start(sc, feedfuns.infer_short, tmp_path)
+    with pytest.raises(Exception, match=r"returned (4 results for 5|9 results for 10) rows of partition [01]"):
+        cluster.inference(uneven_rdd(sc)).collect()
+    with pytest.raises(NodeError):
+        cluster.shutdown(timeout=60)
+
+
+def test_terminate_skips_the_rest_quickly(sc, tmp_path, no_leftovers):
+    cluster = start(sc, feedfuns.terminate_early, tmp_path)
+    t0 = time.monotonic()
+    cluster.train(uneven_rdd(sc), num_epochs=3)
+    assert time.monotonic() - t0 < 30
+    cluster.shutdown(timeout=60)
+    assert len(results(tmp_path, "terminated")) == 2
+
+
+def test_node_crash_mid_feed_raises_on_driver(sc, tmp_path, no_leftovers):
+    cluster = start(sc, feedfuns.crash_after_first_batch, tmp_path)
+    # Far more data than the nodes buffer, so the crash happens while feeding.
+    big = sc.parallelize(range(200000), 4).map(lambda i: (np.zeros(4, "float32"), i))
+    t0 = time.monotonic()
+    with pytest.raises(NodeError, match="node exploded mid-feed"):
+        cluster.train(big, num_epochs=1)
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(NodeError):
+        cluster.shutdown(timeout=60)
+
+
+def test_bad_rows_are_reported_with_partition_and_index(sc, tmp_path, no_leftovers):
+    cluster = start(sc, feedfuns.count_rows, tmp_path)
+    rows = [(np.zeros(4, "float32"), i) for i in range(10)]
+    bad = sc.parallelize([rows, rows[:3] + [None] + rows[4:]], 2).flatMap(lambda x: x)
+    with pytest.raises(FeedError, match=r"partition 1, row 3: the row is None"):
+        cluster.train(bad, num_epochs=1)
+    mixed = sc.parallelize([rows[:5] + [(np.zeros(3, "float32"), 5)]], 1).flatMap(lambda x: x)
+    with pytest.raises(FeedError, match=r"partition 0, row 5: field '_0'"):
+        cluster.train(mixed, num_epochs=1)
+    with pytest.raises(Exception):
+        cluster.train(uneven_rdd(sc), num_epochs=0)
+    cluster.shutdown(timeout=60)
+
+
+def test_feed_timeout_names_the_node(sc, tmp_path, no_leftovers):
+    from sparktf.errors import FeedTimeout
+    cluster = start(sc, feedfuns.stall, tmp_path)
+    big = sc.parallelize(range(200000), 1).map(lambda i: (np.zeros(64, "float32"), i))
+    with pytest.raises(FeedTimeout, match=r"TF node worker:\d is alive but took no data for 2s"):
+        cluster.train(big, num_epochs=1, feed_timeout=2)
+    cluster._stop_nodes(cluster.nodes, "test over")
+    with pytest.raises(Exception):
+        cluster.shutdown(timeout=10)
