@@ -163,7 +163,14 @@ def column_to_numpy(batch: pa.RecordBatch, i: int) -> np.ndarray:
         shape = json.loads(meta.get(b"sparktf.shape", b"[]")) or [col.type.list_size]
         return flat.reshape((len(col), *shape))
     if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-        return np.stack([np.asarray(v) for v in col.to_pylist()]) if len(col) else np.empty((0,))
+        # Spark sends array<...> columns as variable-size lists: reshape when all
+        # rows have the same length (zero-copy), else fall back to one array per row.
+        offsets = col.offsets.to_numpy()
+        lengths = np.diff(offsets)
+        if len(col) and col.null_count == 0 and (lengths == lengths[0]).all():
+            values = col.values.to_numpy(zero_copy_only=False)[offsets[0]:offsets[-1]]
+            return values.reshape(len(col), int(lengths[0]))
+        return np.array([np.asarray(v) for v in col.to_pylist()], dtype=object)
     return col.to_numpy(zero_copy_only=False)
 
 

@@ -1,0 +1,40 @@
+"""map_fun consumers used by the benchmarks (they only count rows)."""
+
+
+def sparktf_count(args, ctx):
+    """Count rows through the tf.data fast path (one dataset iteration per epoch)."""
+    ds = ctx.get_data_feed().dataset(args["batch_size"])
+    rows = 0
+    for epoch in range(args["epochs"]):
+        for x, _ in ds:
+            rows += int(x.shape[0])
+    print("rows consumed:", rows)
+
+
+def sparktf_infer(args, ctx):
+    """Inference through next_batch / batch_results: return each row's label."""
+    feed = ctx.get_data_feed(train_mode=False)
+    while not feed.should_stop():
+        batch = feed.next_batch(args["batch_size"])
+        if not batch:
+            break
+        feed.batch_results([row[1] if isinstance(row, tuple) else row["label"] for row in batch])
+
+
+def tfos_count(args, ctx):
+    from tensorflowonspark import TFNode
+    feed = TFNode.DataFeed(ctx.mgr, train_mode=True)
+    rows = 0
+    while not feed.should_stop():
+        batch = feed.next_batch(args.batch_size)
+        rows += len(batch)
+    print("rows consumed:", rows)
+
+
+def tfos_infer(args, ctx):
+    from tensorflowonspark import TFNode
+    feed = TFNode.DataFeed(ctx.mgr, train_mode=False)
+    while not feed.should_stop():
+        batch = feed.next_batch(args.batch_size)
+        if len(batch) > 0:
+            feed.batch_results([row[1] for row in batch])

@@ -1,0 +1,67 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+from pyspark.sql import Row
+
+from sparktf.errors import FeedError
+from sparktf.feed import arrowconv
+
+
+def roundtrip(rows):
+    batches = list(arrowconv.encode_rows(rows, partition=3, batch_rows=4))
+    batches = [arrowconv.from_ipc(arrowconv.to_ipc(b)) for b in batches]
+    out = []
+    for b in batches:
+        out.extend(arrowconv.decode_rows(b))
+    return batches, out
+
+
+def test_numpy_rows_become_one_fixed_size_list_column():
+    rows = [np.arange(6, dtype="float32").reshape(2, 3) + i for i in range(10)]
+    batches, out = roundtrip(rows)
+    assert [b.num_rows for b in batches] == [4, 4, 2]
+    assert pa.types.is_fixed_size_list(batches[0].column(0).type)
+    for a, b in zip(rows, out):
+        np.testing.assert_array_equal(a, b)
+        assert b.dtype == np.float32 and b.shape == (2, 3)
+
+
+def test_tuples_of_array_and_label():
+    rows = [(np.full(4, i, "float32"), i) for i in range(5)]
+    _, out = roundtrip(rows)
+    assert [int(label) for _, label in out] == list(range(5))
+    np.testing.assert_array_equal(out[3][0], np.full(4, 3, "float32"))
+
+
+def test_lists_of_numbers_are_vectors_and_dicts_and_rows_keep_names():
+    _, out = roundtrip([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(out[1], [3.0, 4.0])
+    _, out = roundtrip([Row(x=1.5, y="a"), Row(x=2.5, y="b")])
+    assert out == [{"x": 1.5, "y": "a"}, {"x": 2.5, "y": "b"}]
+
+
+@pytest.mark.parametrize("rows,where,why", [
+    ([(1, 2), None], "row 1", "is None"),
+    ([(1, 2), (1, 2, 3)], "row 1", "fields"),
+    ([(np.zeros(3), 1), (np.zeros(4), 1)], "row 1", "field '_0'"),
+    ([(1, 2)] * 5 + [(1, "x")], "row 5", "field '_1'"),
+    ([object()], "row 0", "unsupported row type object"),
+    ([{"a": 1}, {"b": 1}], "row 1", "fields"),
+    ([np.zeros(2), (1, 2)], "row 1", "differs"),
+])
+def test_bad_rows_name_partition_and_row(rows, where, why):
+    with pytest.raises(FeedError, match=f"partition 3, {where}: .*{why}"):
+        list(arrowconv.encode_rows(rows, partition=3, batch_rows=100))
+
+
+def test_results_to_batch_handles_scalars_and_arrays():
+    b = arrowconv.results_to_batch([1, 2, 3])
+    assert arrowconv.decode_rows(b) == [1, 2, 3]
+    b = arrowconv.results_to_batch(np.ones((3, 2), "float32"))
+    np.testing.assert_array_equal(np.stack(arrowconv.decode_rows(b)), np.ones((3, 2)))
+
+
+def test_variable_list_column_of_equal_lengths_is_reshaped():
+    col = pa.array([[1.0, 2.0], [3.0, 4.0]], type=pa.list_(pa.float32()))
+    batch = pa.RecordBatch.from_arrays([col], names=["img"])
+    np.testing.assert_array_equal(arrowconv.column_to_numpy(batch, 0), [[1, 2], [3, 4]])
