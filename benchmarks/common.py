@@ -60,6 +60,7 @@ def spark_context(extra_path: str | None = None):
     sys.path.insert(0, HERE)
     conf = (SparkConf().setMaster("local-cluster[2,1,2048]").setAppName("sparktf-benchmark")
             .set("spark.driver.host", "127.0.0.1").set("spark.ui.enabled", "false")
+            .set("spark.ui.showConsoleProgress", "false")
             .set("spark.executorEnv.PYTHONPATH", os.pathsep.join(path)))
     sc = SparkContext(conf=conf)
     sc.setLogLevel("ERROR")
@@ -85,18 +86,21 @@ def mnist_like_df(sc, rows: int, partitions: int):
     from pyspark.sql import SparkSession
     spark = SparkSession(sc)
     df = spark.range(rows, numPartitions=partitions).selectExpr(
-        "transform(sequence(1, 784), i -> cast(rand(id * 784 + i) as float)) as image",
+        "transform(sequence(1, 784), i -> cast(((id * 31 + i * 17) % 256) / 255.0 as float))"
+        " as image",
         "id % 10 as label").cache()
     assert df.count() == rows
     return df
 
 
-def median_time(fn, repeat: int) -> float:
+def median_time(name: str, rows: int, fn, repeat: int) -> float:
+    """Median wall time of ``fn()`` over ``repeat`` runs, printed as it is measured."""
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+        print(f"  {name}: {times[-1]:.2f} s ({rows / times[-1]:,.0f} rows/s)", flush=True)
     return statistics.median(times)
 
 

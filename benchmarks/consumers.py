@@ -3,7 +3,7 @@
 
 def sparktf_count(args, ctx):
     """Count rows through the tf.data fast path (one dataset iteration per epoch)."""
-    ds = ctx.get_data_feed().dataset(args["batch_size"])
+    ds = ctx.get_data_feed().dataset(args["batch_size"])  # imports TensorFlow
     rows = 0
     for epoch in range(args["epochs"]):
         for x, _ in ds:

@@ -203,7 +203,7 @@ class TFCluster:
         if spec is None:
             return  # the reservation wait below reports why
         # On the driver, node files go to the temp dir, not the application's cwd.
-        plan = dict(plan, base_dir=plan["base_dir"] or os.path.join(tempfile.gettempdir(), "sparktf"))
+        plan = dict(plan, base_dir=plan["base_dir"] or os.path.join(tempfile.gettempdir(), "sparktf-nodes"))
         for i, sock in enumerate(socks):
             self._driver_procs.append(launcher.start_node(
                 plan, payload, i, self.control.address[0], sock, spec, os.getpid(),

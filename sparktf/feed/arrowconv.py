@@ -66,7 +66,7 @@ def _signature(value: Any) -> tuple:
 def _column(values: list, name: str) -> tuple[pa.Array, dict]:
     first = values[0]
     if isinstance(first, (np.ndarray, list, tuple)):
-        arr = np.asarray(values)
+        arr = np.stack(values) if isinstance(first, np.ndarray) else np.asarray(values)
         shape = arr.shape[1:]
         flat = pa.array(arr.reshape(-1))
         width = int(np.prod(shape)) if shape else 1
@@ -114,15 +114,45 @@ class RowEncoder:
                 self._fail(index, f"field {name!r} is {got} but the first row's is {want}")
         return values
 
+    def _fast_columns(self, rows: list[Any]) -> list[list[Any]] | None:
+        """The columns of ``rows`` if every row matches the schema, checked with
+        C-speed set operations; None if any row may differ (then :meth:`_check`
+        walks the rows one by one to name the first bad one)."""
+        if self.kind == "dict":
+            return None
+        if len(set(map(type, rows))) != 1:
+            return None
+        if self.kind == "tuple":
+            if set(map(len, rows)) != {len(self.names)}:
+                return None
+            columns = [list(c) for c in zip(*rows)]
+        elif isinstance(rows[0], list):
+            return None
+        else:
+            columns = [rows]
+        for col, sig in zip(columns, self.signature):
+            if len(set(map(type, col))) != 1:
+                return None
+            if sig[0] == "nd" and ({a.shape for a in col} != {sig[1]}
+                                   or {a.dtype.str for a in col} != {sig[2]}):
+                return None
+            if sig[0] == "seq" or (sig[0] == "scalar" and _signature(col[0]) != sig):
+                return None
+        return columns
+
     def encode(self, rows: list[Any], first_index: int) -> pa.RecordBatch:
         """One record batch from ``rows`` (the partition's rows from ``first_index`` on)."""
-        columns: list[list[Any]] = []
-        for i, row in enumerate(rows):
-            values = self._check(row, first_index + i)
-            if not columns:
-                columns = [[] for _ in values]
-            for col, v in zip(columns, values):
-                col.append(v)
+        if not self.kind:
+            self._check(rows[0], first_index)
+        columns = self._fast_columns(rows)
+        if columns is None:
+            columns = []
+            for i, row in enumerate(rows):
+                values = self._check(row, first_index + i)
+                if not columns:
+                    columns = [[] for _ in values]
+                for col, v in zip(columns, values):
+                    col.append(v)
         arrays, fields = [], []
         for name, values in zip(self.names, columns):
             try:
@@ -197,10 +227,14 @@ def to_ipc(batch: pa.RecordBatch) -> pa.Buffer:
 def from_ipc(data: bytes | bytearray | memoryview) -> pa.RecordBatch:
     """The single record batch of an Arrow IPC stream written by :func:`to_ipc`."""
     reader = pa.ipc.open_stream(pa.py_buffer(data))
-    batches = list(reader)
-    if len(batches) != 1:
-        return pa.Table.from_batches(batches, schema=reader.schema).combine_chunks().to_batches()[0]
-    return batches[0]
+    return concat(list(reader))
+
+
+def concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    """One record batch holding the rows of ``batches`` in order."""
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 def results_to_batch(results: Any) -> pa.RecordBatch:

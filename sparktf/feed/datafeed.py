@@ -24,6 +24,7 @@ dropped, and a batch is at most ``partitions`` rows larger than ``batch_size``.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 from typing import Any
@@ -44,31 +45,40 @@ class EpochBatcher:
     def __init__(self, batch_size: int, partitions: int) -> None:
         self.batch_size = batch_size
         self.holdback = batch_size + max(0, partitions)
-        self.kept: list[pa.RecordBatch] = []
+        self.kept: collections.deque[pa.RecordBatch] = collections.deque()
         self.rows = 0
         self.emitted = 0
-        self.seen = 0
 
-    def add(self, batch: pa.RecordBatch) -> list[pa.RecordBatch]:
-        """Take rows; return the full batches that can be trained on now."""
+    def add(self, batch: pa.RecordBatch) -> list[tuple[pa.RecordBatch, int]]:
+        """Take rows; return ``(rows, k)`` groups of ``k`` full batches ready now.
+
+        Full batches leave in groups so that the consumer pays its per-call
+        overhead once per group rather than once per batch.
+        """
         self.kept.append(batch)
         self.rows += batch.num_rows
-        self.seen += batch.num_rows
-        out = []
-        while self.rows > self.holdback:
-            out.append(self._take(self.batch_size))
-        return out
+        if self.rows <= self.holdback:
+            return []
+        k = -(-(self.rows - self.holdback) // self.batch_size)
+        self.emitted += k
+        return [(self._take(k * self.batch_size), k)]
 
     def _take(self, n: int) -> pa.RecordBatch:
-        table = pa.Table.from_batches(self.kept).combine_chunks()
-        head, rest = table.slice(0, n), table.slice(n)
-        self.kept = rest.to_batches() if rest.num_rows else []
-        self.rows -= head.num_rows
-        self.emitted += 1
-        return head.combine_chunks().to_batches()[0] if head.num_rows else head.to_batches()[0]
+        """The first ``n`` kept rows: zero-copy slices, concatenated only across chunks."""
+        parts = []
+        while n > 0:
+            head = self.kept[0]
+            if head.num_rows <= n:
+                parts.append(self.kept.popleft())
+            else:
+                parts.append(head.slice(0, n))
+                self.kept[0] = head.slice(n)
+            n -= parts[-1].num_rows
+            self.rows -= parts[-1].num_rows
+        return arrowconv.concat(parts)
 
-    def finish(self, counts: list[int]) -> list[pa.RecordBatch]:
-        """The remaining batches once every node's row count for the epoch is known."""
+    def finish(self, counts: list[int]) -> list[tuple[pa.RecordBatch, int]]:
+        """The remaining batches (groups of one) once every node's row count is known."""
         steps = math.ceil(min(counts) / self.batch_size) if counts else 0
         missing = steps - self.emitted
         if self.rows and missing <= 0:
@@ -76,11 +86,9 @@ class EpochBatcher:
                             f"(counts {counts}, batch_size {self.batch_size})")
         if not self.rows:
             return []
-        table = pa.Table.from_batches(self.kept).combine_chunks()
-        bounds = np.linspace(0, self.rows, missing + 1).round().astype(int)
-        out = [table.slice(a, b - a).combine_chunks().to_batches()[0]
-               for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        self.kept, self.rows, self.emitted = [], 0, steps
+        sizes = np.diff(np.linspace(0, self.rows, missing + 1).round().astype(int))
+        out = [(self._take(int(size)), 1) for size in sizes if size > 0]
+        self.emitted = steps
         return out
 
 
@@ -199,14 +207,16 @@ class DataFeed:
         if first is None:
             raise FeedError("the feed ended before any data arrived")
         sample = _columns(first, columns)
-        signature = tuple(tf.TensorSpec((None, *c.shape[1:]), tf.as_dtype(c.dtype))
+        signature = tuple(tf.TensorSpec((None, None, *c.shape[1:]), tf.as_dtype(c.dtype))
                           for c in sample)
 
         def epoch():
-            for batch in self._epoch_batches(batch_size):
-                yield _columns(batch, columns)
+            # Each element is a group of k equal batches, shaped (k, rows, ...);
+            # unbatch() below splits the groups in C++.
+            for batch, k in self._epoch_batches(batch_size):
+                yield tuple(c.reshape(k, -1, *c.shape[1:]) for c in _columns(batch, columns))
 
-        ds = tf.data.Dataset.from_generator(epoch, output_signature=signature)
+        ds = tf.data.Dataset.from_generator(epoch, output_signature=signature).unbatch()
         # The feed already gave each node its own rows: a strategy must not shard again.
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = \

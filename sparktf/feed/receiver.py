@@ -201,7 +201,7 @@ class FeedServer:
                 if pending.error:
                     chan.send({"type": "error", "error": pending.error})
                     return
-                result = arrowconv.to_ipc(_concat(pending.results))
+                result = arrowconv.to_ipc(arrowconv.concat(pending.results))
                 chan.send({"type": "results", "rows": pending.rows}, memoryview(result))
         except (ProtocolError, ValueError, KeyError, socket.timeout, pa.ArrowException,
                 FeedError) as e:
@@ -211,8 +211,3 @@ class FeedServer:
         finally:
             sock.close()
 
-
-def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
-    if len(batches) == 1:
-        return batches[0]
-    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]

@@ -57,7 +57,7 @@ def start_node(plan: dict, payload: bytes, node: int, host: str, port_sock: sock
     Used by the barrier tasks and, for ``driver_ps_nodes``, by the driver.
     """
     role = rolemod.Role(*plan["roles"][node])
-    node_dir = os.path.join(plan["base_dir"] or os.path.join(os.getcwd(), "sparktf"),
+    node_dir = os.path.join(plan["base_dir"] or os.path.join(os.getcwd(), "sparktf-nodes"),
                             plan["cluster_id"], f"node-{node}")
     os.makedirs(node_dir, exist_ok=True)
     spec = {

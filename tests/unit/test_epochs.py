@@ -33,7 +33,12 @@ def simulate(partition_sizes, k, batch_size, chunk_rows):
     out = []
     for n in nodes:
         batcher = EpochBatcher(batch_size, len(partition_sizes))
-        batches = [x for b in n for x in batcher.add(b)] + batcher.finish(counts)
+        groups = [x for b in n for x in batcher.add(b)] + batcher.finish(counts)
+        batches = []
+        for group, k in groups:
+            assert group.num_rows % k == 0
+            size = group.num_rows // k
+            batches += [group.slice(i * size, size) for i in range(k)]
         out.append(batches)
     return counts, out
 

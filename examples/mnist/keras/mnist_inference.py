@@ -1,0 +1,60 @@
+"""Predict the MNIST test set with an exported model through cluster.inference (SPARK mode).
+
+    spark-submit --master local-cluster[2,1,2048] examples/mnist/keras/mnist_inference.py \\
+        --cluster_size 2 --images_labels data/mnist/csv/test --export_dir mnist_export \\
+        --output predictions
+
+Writes ``label,prediction`` CSV lines to ``--output`` and prints the accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def infer_fun(args, ctx):
+    import numpy as np
+    import tensorflow as tf
+    model = tf.keras.models.load_model(ctx.absolute_path(args.export_dir).removeprefix("file://"))
+    feed = ctx.get_data_feed(train_mode=False)
+    while not feed.should_stop():
+        batch = feed.next_batch(args.batch_size)
+        if not batch:
+            break
+        images = np.stack([image for image, _ in batch]).reshape(-1, 28, 28, 1)
+        probs = model.predict_on_batch(images)
+        feed.batch_results([(int(label), int(p)) for (_, label), p in
+                            zip(batch, np.argmax(probs, axis=1))])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--cluster_size", type=int, default=2)
+    p.add_argument("--images_labels", default="data/mnist/csv/test")
+    p.add_argument("--export_dir", default="mnist_export")
+    p.add_argument("--output", default="predictions")
+    p.add_argument("--batch_size", type=int, default=256)
+    args = p.parse_args()
+
+    from pyspark import SparkContext
+    from sparktf import TFCluster
+    from mnist_model import parse_csv
+
+    sc = SparkContext.getOrCreate()
+    sc.addPyFile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_model.py"))
+    data = sc.textFile(args.images_labels).map(parse_csv)
+    cluster = TFCluster.run(sc, infer_fun, args, args.cluster_size,
+                            input_mode=TFCluster.InputMode.SPARK)
+    preds = cluster.inference(data).map(lambda r: (int(r[0]), int(r[1]))).cache()
+    preds.map(lambda r: f"{r[0]},{r[1]}").saveAsTextFile(args.output)
+    n, correct = preds.count(), preds.filter(lambda r: r[0] == r[1]).count()
+    cluster.shutdown()
+    print(f"mnist_inference: {n} predictions written to {args.output}; "
+          f"test accuracy {correct / n:.4f}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main()

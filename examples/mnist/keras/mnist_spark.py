@@ -1,0 +1,66 @@
+"""MNIST with InputMode.SPARK: Spark reads the CSV and feeds it to a MultiWorkerMirroredStrategy CNN.
+
+    spark-submit --master local-cluster[2,1,2048] examples/mnist/keras/mnist_spark.py \\
+        --cluster_size 2 --images_labels data/mnist/csv/train \\
+        --model_dir mnist_model --export_dir mnist_export
+
+The chief exports a SavedModel to ``--export_dir``; checkpoints go to ``--model_dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main_fun(args, ctx):
+    """Runs on every TF node (a fresh Python process per node)."""
+    import tensorflow as tf
+    from mnist_model import build_model
+
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    feed = ctx.get_data_feed(train_mode=True)
+    ds = feed.dataset(args.batch_size).map(
+        lambda image, label: (tf.reshape(image, (-1, 28, 28, 1)), label))
+    with strategy.scope():
+        model = build_model(tf)
+    hist = model.fit(ds, epochs=args.epochs, verbose=2)
+    print(f"final loss: {hist.history['loss'][-1]:.4f}", flush=True)
+    # Every MWMS worker must take part in saving; only the chief's copy is the export.
+    chief = ctx.job_name == "chief"
+    export_dir = ctx.absolute_path(args.export_dir).removeprefix("file://")
+    target = export_dir if chief else os.path.join(ctx.node_dir, "export-tmp")
+    model.save(target)
+    if chief:
+        print(f"exported SavedModel to {export_dir}", flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--cluster_size", type=int, default=2, help="number of TF nodes")
+    p.add_argument("--images_labels", default="data/mnist/csv/train", help="CSV input")
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batch_size", type=int, default=64, help="per-worker batch size")
+    p.add_argument("--model_dir", default="mnist_model")
+    p.add_argument("--export_dir", default="mnist_export")
+    args = p.parse_args()
+
+    from pyspark import SparkContext
+    from sparktf import TFCluster
+    from mnist_model import parse_csv
+
+    sc = SparkContext.getOrCreate()
+    sc.addPyFile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_model.py"))
+    data = sc.textFile(args.images_labels).map(parse_csv)
+    cluster = TFCluster.run(sc, main_fun, args, args.cluster_size, num_ps=0,
+                            input_mode=TFCluster.InputMode.SPARK, master_node="chief")
+    cluster.train(data, args.epochs)
+    cluster.shutdown()
+    print(f"mnist_spark: trained {args.epochs} epochs on {args.cluster_size} nodes; "
+          f"model exported to {args.export_dir}")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    main()
