@@ -2,6 +2,18 @@
 
 
 def sparktf_count(args, ctx):
+    """Count rows through DataFeed.next_batch with input_mapping (whole numpy columns)."""
+    feed = ctx.get_data_feed(input_mapping={args["column"]: "x"})
+    rows = 0
+    while not feed.should_stop():
+        batch = feed.next_batch(args["batch_size"])
+        if not len(batch["x"]):
+            break
+        rows += len(batch["x"])
+    print("rows consumed:", rows)
+
+
+def sparktf_count_tfdata(args, ctx):
     """Count rows through the tf.data fast path (one dataset iteration per epoch)."""
     ds = ctx.get_data_feed().dataset(args["batch_size"])  # imports TensorFlow
     rows = 0

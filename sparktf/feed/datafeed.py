@@ -140,14 +140,17 @@ class DataFeed:
         return rows
 
     def _mapped(self, slices: list[pa.RecordBatch]) -> dict:
-        out: dict = {tensor: [] for tensor in self.input_mapping.values()}
-        for s in slices:
-            for col, tensor in self.input_mapping.items():
-                i = s.schema.get_field_index(col)
-                if i < 0:
-                    raise FeedError(f"input_mapping column {col!r} is not in the fed data "
-                                    f"(columns: {s.schema.names})")
-                out[tensor].extend(arrowconv.column_to_numpy(s, i))
+        """``{tensor: numpy array of the column}``, built column by column."""
+        if not slices:
+            return {tensor: [] for tensor in self.input_mapping.values()}
+        batch = arrowconv.concat(slices)
+        out = {}
+        for col, tensor in self.input_mapping.items():
+            i = batch.schema.get_field_index(col)
+            if i < 0:
+                raise FeedError(f"input_mapping column {col!r} is not in the fed data "
+                                f"(columns: {batch.schema.names})")
+            out[tensor] = arrowconv.column_to_numpy(batch, i)
         return out
 
     def _next_item(self, block: bool) -> Item | None:

@@ -50,6 +50,18 @@ def _private_file(path: str, data: bytes) -> None:
         f.write(data)
 
 
+def _node_env(env: dict) -> dict:
+    """The node's extra environment: the plan's, plus this worker's ``sys.path``.
+
+    The node is a fresh Python; handing it the PySpark worker's path makes
+    ``--py-files``, ``sc.addPyFile`` and ``--archives`` modules importable there too.
+    """
+    path = [p for p in sys.path if p]
+    if env.get("PYTHONPATH"):
+        path.insert(0, env["PYTHONPATH"])
+    return {**env, "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
+
+
 def start_node(plan: dict, payload: bytes, node: int, host: str, port_sock: socket.socket,
                cluster_spec: dict, owner: int, detach: bool) -> subprocess.Popen:
     """Write node ``node``'s spec and start its supervisor; return the supervisor process.
@@ -66,7 +78,7 @@ def start_node(plan: dict, payload: bytes, node: int, host: str, port_sock: sock
         "cluster_spec": cluster_spec, "tf_config": rolemod.tf_config(cluster_spec, role),
         "num_workers": rolemod.num_workers([rolemod.Role(*r) for r in plan["roles"]]),
         "input_mode": plan["input_mode"], "release_port": plan["release_port"],
-        "control": plan["control"], "secret": plan["secret"], "env": plan["env"],
+        "control": plan["control"], "secret": plan["secret"], "env": _node_env(plan["env"]),
         "default_fs": plan["default_fs"], "working_dir": plan["working_dir"],
         "feed": plan["feed"], "node_dir": node_dir, "detach": detach,
         "log_path": os.path.join(node_dir, "node.log"),

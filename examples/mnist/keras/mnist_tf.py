@@ -29,9 +29,8 @@ def main_fun(args, ctx):
     from mnist_model import build_model
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    rank = strategy.cluster_resolver.task_id if ctx.job_name == "worker" else 0
-    if ctx.job_name == "worker":
-        rank += 1 if "chief" in ctx.cluster_spec else 0
+    # This worker's rank among the num_workers training nodes (the chief is 0).
+    rank = 0 if ctx.job_name == "chief" else ctx.task_index + ("chief" in ctx.cluster_spec)
     path = ctx.absolute_path(args.images_labels).removeprefix("file://")
     if args.format == "tfr":
         files = shard_files(path, "part-*", rank, ctx.num_workers)

@@ -1,0 +1,69 @@
+"""The MNIST examples, run through spark-submit on a real multi-executor Spark."""
+
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MNIST = os.path.join(ROOT, "examples", "mnist")
+
+
+def submit(script, *args, master="local-cluster[2,1,1024]"):
+    cmd = [os.path.join(os.path.dirname(sys.executable), "spark-submit"), "--master", master,
+           "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.ui.enabled=false",
+           "--conf", "spark.ui.showConsoleProgress=false", script, *map(str, args)]
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def mnist(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mnist") / "data"
+    text = submit(os.path.join(MNIST, "mnist_data_setup.py"), "--output", out, master="local[2]")
+    assert "wrote 4000 train images" in text and "wrote 1000 test images" in text
+    return out
+
+
+def test_data_setup_writes_csv_tfrecords_and_parquet(mnist):
+    lines = []
+    for f in glob.glob(str(mnist / "csv" / "test" / "part-*")):
+        lines += open(f).read().splitlines()
+    assert len(lines) == 1000 and len(lines[0].split(",")) == 785
+    assert len(glob.glob(str(mnist / "tfr" / "train" / "part-*.tfrecord"))) == 4
+    assert glob.glob(str(mnist / "parquet" / "train" / "*.parquet"))
+
+
+def test_spark_mode_training_then_inference(mnist, tmp_path):
+    export = tmp_path / "export"
+    text = submit(os.path.join(MNIST, "keras", "mnist_spark.py"), "--cluster_size", 2,
+                  "--images_labels", mnist / "csv" / "train", "--epochs", 3,
+                  "--export_dir", export, "--model_dir", tmp_path / "model")
+    assert "mnist_spark: trained 3 epochs" in text
+    assert (export / "saved_model.pb").exists()
+    text = submit(os.path.join(MNIST, "keras", "mnist_inference.py"), "--cluster_size", 2,
+                  "--images_labels", mnist / "csv" / "test", "--export_dir", export,
+                  "--output", tmp_path / "predictions")
+    accuracy = float(re.search(r"test accuracy ([0-9.]+)", text).group(1))
+    assert accuracy > 0.8, text
+    rows = []
+    for f in glob.glob(str(tmp_path / "predictions" / "part-*")):
+        rows += open(f).read().splitlines()
+    assert len(rows) == 1000
+
+
+@pytest.mark.parametrize("fmt", ["tfr", "parquet"])
+def test_tensorflow_mode_reads_its_own_shards(mnist, tmp_path, fmt):
+    export = tmp_path / "export"
+    text = submit(os.path.join(MNIST, "keras", "mnist_tf.py"), "--cluster_size", 2,
+                  "--images_labels", mnist / fmt / "train", "--format", fmt, "--epochs", 2,
+                  "--steps_per_epoch", 20, "--export_dir", export)
+    assert "mnist_tf: trained 2 epochs" in text
+    assert (export / "saved_model.pb").exists()
