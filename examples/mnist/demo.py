@@ -46,6 +46,7 @@ def load_csv(path: str):
 
 def single_process(data: str, epochs: int, batch_size: int) -> float:
     os.environ["TF_USE_LEGACY_KERAS"] = "1"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     sys.path.insert(0, KERAS)
     from mnist_model import build_model

@@ -92,3 +92,59 @@ def crash_after_first_batch(args, ctx):
 
 def stall(args, ctx):
     time.sleep(3600)
+
+
+def mwms_next_batch(args, ctx):
+    """MWMS training driven by next_batch: every node gets the same row count here."""
+    import tensorflow as tf
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    feed = ctx.get_data_feed(input_mapping={"_0": "x", "_1": "y"})
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.01), loss="mse")
+    steps = rows = 0
+    while not feed.should_stop():
+        batch = feed.next_batch(args["batch_size"])
+        if len(batch["x"]) < args["batch_size"]:
+            rows += len(batch["x"])
+            break
+        model.train_on_batch(batch["x"], (batch["y"] % 2).astype("float32"))
+        steps += 1
+        rows += len(batch["x"])
+    _write(args, ctx, "nb", {"steps": steps, "rows": rows,
+                             "weights": [w.tolist() for w in model.get_weights()]})
+
+
+def slow_reader_memory(args, ctx):
+    """Read slowly and record how much the node's peak memory grew."""
+    import resource
+    import time as t
+    feed = ctx.get_data_feed(input_mapping={"_1": "y"})
+    feed.next_batch(1)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rows = 1
+    while not feed.should_stop():
+        batch = feed.next_batch(2048)
+        if not len(batch["y"]):
+            break
+        rows += len(batch["y"])
+        t.sleep(0.01)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    _write(args, ctx, "mem", {"rows": rows, "growth_mb": (peak - base) / 1024})
+
+
+def check_release_port(args, ctx):
+    import socket
+    bound = ctx.tmp_socket is not None and ctx.tmp_socket.getsockname()[1] == ctx.tf_port
+    probe = socket.socket()
+    try:
+        probe.bind((ctx.host, ctx.tf_port))
+        taken_before = False
+    except OSError:
+        taken_before = True
+    probe.close()
+    ctx.release_port()
+    probe = socket.socket()
+    probe.bind((ctx.host, ctx.tf_port))  # free now
+    probe.close()
+    _write(args, ctx, "port", {"bound": bound, "taken_before": taken_before})

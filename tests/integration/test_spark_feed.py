@@ -128,3 +128,27 @@ def test_feed_timeout_names_the_node(sc, tmp_path, no_leftovers):
     cluster._stop_nodes(cluster.nodes, "test over")
     with pytest.raises(Exception):
         cluster.shutdown(timeout=10)
+
+
+def test_mwms_training_through_next_batch(sc, tmp_path, no_leftovers):
+    rdd = sc.parallelize(range(2), 2).flatMap(
+        lambda p: [(np.full(4, i % 7, "float32"), i) for i in range(p * 1000, p * 1000 + 1000)])
+    cluster = start(sc, feedfuns.mwms_next_batch, tmp_path, batch_size=50)
+    cluster.train(rdd, num_epochs=1)
+    cluster.shutdown(timeout=300)
+    got = results(tmp_path, "nb")
+    assert [r["steps"] for r in got] == [20, 20] and sum(r["rows"] for r in got) == 2000
+    np.testing.assert_allclose(np.array(got[0]["weights"][0]), np.array(got[1]["weights"][0]))
+
+
+def test_backpressure_bounds_node_memory(sc, tmp_path, no_leftovers):
+    # About 500 MB of rows, ten times what the nodes' buffers hold.
+    big = sc.parallelize(range(4), 4).flatMap(
+        lambda p: ((np.zeros(784, "float32"), i) for i in range(40000)))
+    cluster = start(sc, feedfuns.slow_reader_memory, tmp_path)
+    cluster.train(big, num_epochs=1)
+    cluster.shutdown(timeout=120)
+    got = results(tmp_path, "mem")
+    assert sum(r["rows"] for r in got) == 160000
+    for r in got:
+        assert r["growth_mb"] < 150, r
