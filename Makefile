@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test unit integration demo clean
+.PHONY: test unit integration lint demo bench clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,8 +12,11 @@ $(STAMP): setup.py
 	$(PY) -m pip install -q -e '.[test,examples]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check --select E,F,W --line-length 100 sparktf tests benchmarks examples
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
@@ -23,6 +26,10 @@ integration: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/mnist/demo.py
+
+bench: $(STAMP)
+	$(PY) benchmarks/feed_throughput.py
+	$(PY) benchmarks/inference_throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

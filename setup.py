@@ -20,7 +20,7 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout", "hypothesis", "pandas"],
+        "test": ["pytest>=8", "pytest-timeout", "hypothesis", "ruff", "mlxtend", "pandas"],
         "examples": ["mlxtend", "pandas"],
     },
     license="Apache-2.0",

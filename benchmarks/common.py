@@ -45,8 +45,8 @@ def prepare_tfos() -> str | None:
             z.extractall(TFOS_DIR)
         util = os.path.join(pkg, "util.py")
         src = open(util).read()
-        src = src.replace("def get_ip_address():",
-                          "def get_ip_address():\n  return '127.0.0.1'\n\n\ndef _orig_get_ip_address():")
+        patched = "def get_ip_address():\n  return '127.0.0.1'\n\n\ndef _orig_get_ip_address():"
+        src = src.replace("def get_ip_address():", patched)
         open(util, "w").write(src)
     return TFOS_DIR
 

@@ -36,7 +36,8 @@ from pyspark import cloudpickle
 from . import errors
 from . import roles as rolemod
 from .control import ControlServer
-from .errors import ConfigError, FeedError, NodeError, ReservationTimeout, ShutdownTimeout, SparkTFError
+from .errors import (ConfigError, FeedError, NodeError, ReservationTimeout, ShutdownTimeout,
+                     SparkTFError)
 from .feed import arrowconv, sender
 from .node import launcher, procs
 from .wire import new_secret
@@ -203,7 +204,8 @@ class TFCluster:
         if spec is None:
             return  # the reservation wait below reports why
         # On the driver, node files go to the temp dir, not the application's cwd.
-        plan = dict(plan, base_dir=plan["base_dir"] or os.path.join(tempfile.gettempdir(), "sparktf-nodes"))
+        local = os.path.join(tempfile.gettempdir(), "sparktf-nodes")
+        plan = dict(plan, base_dir=plan["base_dir"] or local)
         for i, sock in enumerate(socks):
             self._driver_procs.append(launcher.start_node(
                 plan, payload, i, self.control.address[0], sock, spec, os.getpid(),

@@ -20,7 +20,7 @@ import threading
 from typing import Callable
 
 from .errors import ProtocolError
-from .wire import Channel, connect
+from .wire import Channel, connect, serve
 
 logger = logging.getLogger(__name__)
 
@@ -48,19 +48,8 @@ class ControlServer:
         self._closed = threading.Event()
         self._sock = socket.create_server((host, 0))
         self.address: tuple[str, int] = (host, self._sock.getsockname()[1])
-        self._thread = threading.Thread(target=self._accept_loop, name="sparktf-control",
-                                        daemon=True)
-        self._thread.start()
+        serve(self._sock, self._serve, "sparktf-control")
         logger.debug("control server listening on %s:%d", *self.address)
-
-    def _accept_loop(self) -> None:
-        while not self._closed.is_set():
-            try:
-                sock, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(sock,), name="sparktf-control-conn",
-                             daemon=True).start()
 
     def _serve(self, sock: socket.socket) -> None:
         key = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import paths
+from .feed.datafeed import DataFeed
 
 __all__ = ["hdfs_path", "DataFeed", "start_cluster_server", "export_saved_model",
            "next_batch", "batch_results", "terminate"]
@@ -18,15 +19,6 @@ def hdfs_path(ctx: Any, path: str) -> str:
     HDFS-like file systems and under ``ctx.working_dir`` locally.
     """
     return paths.absolute_path(path, ctx.defaultFS, ctx.working_dir)
-
-
-def __getattr__(name: str) -> Any:
-    # DataFeed lives with the feed code; imported lazily so that TENSORFLOW-mode
-    # nodes do not load pyarrow.
-    if name == "DataFeed":
-        from .feed.datafeed import DataFeed
-        return DataFeed
-    raise AttributeError(name)
 
 
 def _tf1(name: str, instead: str):

@@ -22,7 +22,8 @@ import json
 import os
 import socket
 import struct
-from typing import Any
+import threading
+from typing import Any, Callable
 
 from .errors import ProtocolError
 
@@ -78,18 +79,21 @@ class Channel:
     @classmethod
     def client(cls, sock: socket.socket, secret: bytes, **kw: Any) -> "Channel":
         """Run the client side of the handshake on a connected socket."""
-        mine = os.urandom(NONCE_BYTES)
-        sock.sendall(MAGIC + mine)
-        theirs = _read_hello(sock)
-        return cls(sock, _session_key(secret, theirs, mine), is_server=False, **kw)
+        return cls._handshake(sock, secret, is_server=False, **kw)
 
     @classmethod
     def server(cls, sock: socket.socket, secret: bytes, **kw: Any) -> "Channel":
         """Run the server side of the handshake on an accepted socket."""
+        return cls._handshake(sock, secret, is_server=True, **kw)
+
+    @classmethod
+    def _handshake(cls, sock: socket.socket, secret: bytes, is_server: bool,
+                   **kw: Any) -> "Channel":
         mine = os.urandom(NONCE_BYTES)
         sock.sendall(MAGIC + mine)
         theirs = _read_hello(sock)
-        return cls(sock, _session_key(secret, mine, theirs), is_server=True, **kw)
+        nonces = (mine, theirs) if is_server else (theirs, mine)
+        return cls(sock, _session_key(secret, *nonces), is_server=is_server, **kw)
 
     # -- frames ----------------------------------------------------------
     def _mac(self, direction: bytes, seq: int, prefix: bytes, header: bytes, payload) -> bytes:
@@ -137,7 +141,8 @@ class Channel:
         try:
             header = json.loads(body)
         except ValueError as e:
-            raise ProtocolError(f"authenticated frame from {self.peer} has a bad header: {e}") from e
+            raise ProtocolError(
+                f"authenticated frame from {self.peer} has a bad header: {e}") from e
         if not isinstance(header, dict):
             raise ProtocolError(f"frame header from {self.peer} is not a JSON object")
         return header, payload
@@ -172,6 +177,21 @@ def _peername(sock: socket.socket) -> str:
     except OSError:
         return "?"
     return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else (peer or "local socket")
+
+
+def serve(listener: socket.socket, handle: Callable[[socket.socket], None], name: str) -> None:
+    """Accept connections on ``listener`` in a daemon thread, each handled in its own
+    daemon thread, until the listener is closed."""
+    def accept_loop() -> None:
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(sock,), name=f"{name}-conn",
+                             daemon=True).start()
+
+    threading.Thread(target=accept_loop, name=name, daemon=True).start()
 
 
 def connect(address: tuple[str, int], secret: bytes, timeout: float | None = 30.0,

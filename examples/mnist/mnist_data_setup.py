@@ -70,8 +70,8 @@ def main() -> None:
             out = os.path.join(args.output.removeprefix("file://"), "tfr", name)
             rdd.mapPartitionsWithIndex(lambda i, it, out=out: write_tfrecords(i, it, out)).sum()
         if "parquet" in formats:
-            df = spark.createDataFrame(
-                rdd.map(lambda r: ([v / 255.0 for v in r[1]], r[0])), "image array<float>, label int")
+            df = spark.createDataFrame(rdd.map(lambda r: ([v / 255.0 for v in r[1]], r[0])),
+                                       "image array<float>, label int")
             df.write.mode("overwrite").parquet(f"{args.output}/parquet/{name}")
         print(f"mnist_data_setup: wrote {len(rows)} {name} images ({', '.join(formats)}) "
               f"under {args.output}")

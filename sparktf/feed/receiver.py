@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import FeedError, ProtocolError
-from ..wire import Channel
+from ..wire import Channel, serve
 from . import arrowconv
 
 logger = logging.getLogger(__name__)
@@ -135,7 +135,7 @@ class FeedServer:
         self._lock = threading.Lock()
         self._sock = socket.create_server((host, 0))
         self.address = (host, self._sock.getsockname()[1])
-        threading.Thread(target=self._accept, name="sparktf-feed", daemon=True).start()
+        serve(self._sock, self._serve, "sparktf-feed")
 
     # -- driver messages -----------------------------------------------------
     def control_handlers(self) -> dict:
@@ -157,15 +157,6 @@ class FeedServer:
         self.buffer.close()
 
     # -- connections -----------------------------------------------------------
-    def _accept(self) -> None:
-        while True:
-            try:
-                sock, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(sock,), name="sparktf-feed-conn",
-                             daemon=True).start()
-
     def _serve(self, sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:

@@ -116,8 +116,8 @@ def test_bad_connections_to_control_channel_are_dropped(sc, tmp_path, no_leftove
 
 
 def test_release_port_false_keeps_the_port_until_released(sc, tmp_path, no_leftovers):
-    cluster = TFCluster.run(sc, feedfuns.check_release_port, {"out": str(tmp_path)}, 2, release_port=False,
-                            reservation_timeout=120)
+    cluster = TFCluster.run(sc, feedfuns.check_release_port, {"out": str(tmp_path)}, 2,
+                            release_port=False, reservation_timeout=120)
     cluster.shutdown(timeout=60)
     got = [json.load(open(p)) for p in glob.glob(str(tmp_path / "port-*.json"))]
     assert got == [{"bound": True, "taken_before": True}] * 2

@@ -1,4 +1,4 @@
-"""MNIST with InputMode.SPARK: Spark reads the CSV and feeds it to a MultiWorkerMirroredStrategy CNN.
+"""MNIST with InputMode.SPARK: Spark reads the CSV and feeds a MultiWorkerMirroredStrategy CNN.
 
     spark-submit --master local-cluster[2,1,2048] examples/mnist/keras/mnist_spark.py \\
         --cluster_size 2 --images_labels data/mnist/csv/train \\
