@@ -33,7 +33,7 @@ from typing import Any, Callable
 
 from pyspark import cloudpickle
 
-from . import errors
+from . import errors, paths
 from . import roles as rolemod
 from .control import ControlServer
 from .errors import (ConfigError, FeedError, NodeError, ReservationTimeout, ShutdownTimeout,
@@ -113,12 +113,13 @@ class TFCluster:
         self._closed = threading.Event()
         self._driver_procs: list = []
         self._tensorboard_url: str | None = None
+        self._tensorboard_node: int | None = None  # the node that runs TensorBoard
         host = sc.getConf().get("spark.driver.host", None) or "127.0.0.1"
         self.control = ControlServer(host, self._secret, len(roles), status=self._status)
 
     # -- start -------------------------------------------------------------
     def _start(self, map_fun: Callable, tf_args: Any, reservation_timeout: float, env: dict,
-               base_dir: str | None) -> None:
+               base_dir: str | None, log_dir: str | None) -> None:
         deadline = time.monotonic() + reservation_timeout
         try:
             payload = cloudpickle.dumps((map_fun, tf_args))
@@ -135,6 +136,7 @@ class TFCluster:
             "secret": self._secret.hex(), "env": env, "base_dir": base_dir,
             "default_fs": hadoop.get("fs.defaultFS") or "file:///", "working_dir": os.getcwd(),
             "release_port": self._release_port, "feed": {},
+            "tensorboard": self._tensorboard_node, "log_dir": log_dir,
             "ps_addresses": [f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in ps_socks],
         }
         logger.info("sparktf cluster %s: starting %d nodes (%s)", self.cluster_id, len(self.nodes),
@@ -213,11 +215,14 @@ class TFCluster:
 
     def _wait_running(self, deadline: float, timeout: float) -> None:
         with self._cond:
-            self._cond.wait_for(lambda: self._error is not None or all(
-                n.state != "pending" and n.state != "started" for n in self.nodes),
+            self._cond.wait_for(lambda: self._error is not None or (all(
+                n.state != "pending" and n.state != "started" for n in self.nodes) and (
+                self._tensorboard_node is None or self._tensorboard_url is not None)),
                 timeout=max(0.0, deadline - time.monotonic()))
             error = self._error
             waiting = [n for n in self.nodes if n.state in ("pending", "started")]
+            if not waiting and self._tensorboard_url is None and self._tensorboard_node is not None:
+                waiting = [self.nodes[self._tensorboard_node]]  # its TensorBoard never came up
         if error is not None:
             self._teardown(5.0)
             raise error
@@ -275,6 +280,9 @@ class TFCluster:
                                 args=((n.node, "supervisor", {"type": "silent"}),)).start()
         elif mtype == "silent" and not n.done:
             self._node_failed(n, "lost", "the node process went away without a report")
+        elif kind == "supervisor" and mtype == "tensorboard":
+            self._tensorboard_url = msg["url"]
+            logger.info("sparktf TensorBoard for cluster %s: %s", self.cluster_id, msg["url"])
         elif kind == "node" and mtype == "terminate":
             self._terminated.add(n.node)
             logger.info("sparktf node %s called terminate(): it takes no more data", n.describe())
@@ -531,16 +539,17 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
         raise ConfigError("sparktf runs its nodes as a Spark barrier stage, which does not "
                           "support dynamic allocation: set spark.dynamicAllocation.enabled=false "
                           "and a fixed spark.executor.instances")
-    if tensorboard:
-        logger.warning("tensorboard=True: TensorBoard support is not implemented yet; "
-                       "cluster.tensorboard_url() returns None")
     roles = rolemod.assign_roles(num_executors, num_ps, master_node, eval_node)
     node_env = {"PYTHONUNBUFFERED": "1"}
     if legacy_keras:
         node_env["TF_USE_LEGACY_KERAS"] = "1"
     node_env.update(env or {})
     cluster = TFCluster(sc, roles, input_mode, driver_ps_nodes, release_port)
-    cluster._start(map_fun, tf_args, reservation_timeout, node_env, node_dir)
+    if tensorboard:
+        chief = [i for i, r in enumerate(roles) if r.job in ("chief", "master")]
+        cluster._tensorboard_node = (chief or rolemod.data_nodes(roles))[0]
+    cluster._start(map_fun, tf_args, reservation_timeout, node_env, node_dir,
+                   log_dir and paths.local_path(log_dir))
     return cluster
 
 

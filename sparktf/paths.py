@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import posixpath
 
 #: Schemes returned unchanged by :func:`absolute_path`.
@@ -30,3 +31,13 @@ def absolute_path(path: str, default_fs: str, working_dir: str, user: str | None
     if fs.split("://", 1)[0] in _HDFS_LIKE:
         return f"{fs}/user/{user or getpass.getuser()}/{path}"
     return "file://" + posixpath.join(working_dir, path)
+
+
+def local_path(path: str) -> str:
+    """A local file system path from a plain path or a ``file://`` URL."""
+    if path.startswith("file://"):
+        return path[len("file://"):]
+    if "://" in path:
+        raise ValueError(f"{path!r} is not on the local file system; remote paths for "
+                         "TensorBoard logs are not supported yet")
+    return os.path.abspath(path)

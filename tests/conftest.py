@@ -13,7 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def sparktf_processes() -> list[tuple[int, str]]:
-    """Live (non-zombie) processes whose command line runs a sparktf node or supervisor."""
+    """Live (non-zombie) sparktf node, supervisor and TensorBoard processes."""
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -25,7 +25,7 @@ def sparktf_processes() -> list[tuple[int, str]]:
                 state = f.read().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and "sparktf.node." in cmd:
+        if state != "Z" and ("sparktf.node." in cmd or "tensorboard.main" in cmd):
             found.append((int(pid), cmd.strip()))
     return found
 

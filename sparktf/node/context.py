@@ -15,9 +15,10 @@ class NodeContext:
     ``job_name``, ``task_index``, ``cluster_spec``, ``num_workers`` (chief,
     master and workers), ``defaultFS``, ``working_dir`` (the driver's working
     directory), ``node_dir`` (this node's local scratch directory, which holds
-    its log), ``mgr`` (the handle :class:`sparktf.TFNode.DataFeed` takes; None
-    in TENSORFLOW mode) and ``tmp_socket`` (the socket holding the TF port
-    while ``release_port=False``).
+    its log), ``log_dir`` (where TensorBoard, with ``tensorboard=True``, reads
+    event files: write summaries there), ``mgr`` (the handle
+    :class:`sparktf.TFNode.DataFeed` takes; None in TENSORFLOW mode) and
+    ``tmp_socket`` (the socket holding the TF port while ``release_port=False``).
     """
 
     def __init__(self, spec: dict, mgr: Any = None,
@@ -31,6 +32,7 @@ class NodeContext:
         self.defaultFS: str = spec["default_fs"]
         self.working_dir: str = spec["working_dir"]
         self.node_dir: str = spec["node_dir"]
+        self.log_dir: str = spec["log_dir"]
         self.host: str = spec["host"]
         self.tf_port: int = spec["tf_port"]
         self.mgr = mgr

@@ -82,6 +82,8 @@ def start_node(plan: dict, payload: bytes, node: int, host: str, port_sock: sock
         "default_fs": plan["default_fs"], "working_dir": plan["working_dir"],
         "feed": plan["feed"], "node_dir": node_dir, "detach": detach,
         "log_path": os.path.join(node_dir, "node.log"),
+        "tensorboard": plan["tensorboard"] == node,
+        "log_dir": plan["log_dir"] or os.path.join(node_dir, "tensorboard"),
         "payload_path": os.path.join(node_dir, "payload.pkl"),
     }
     _private_file(spec["payload_path"], payload)

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 
+from .. import tensorboard
 from ..control import ControlClient
 from . import procs
 from .main import PORT_FD_ENV
@@ -50,6 +51,11 @@ class Supervisor:
             stdin=subprocess.DEVNULL, stdout=sys.stdout, stderr=sys.stderr,
             cwd=spec["node_dir"], env=env, start_new_session=True, pass_fds=(port_fd,))
         os.close(port_fd)
+        self.tensorboard = None
+        if spec.get("tensorboard"):
+            self.tensorboard = tensorboard.start(
+                spec["log_dir"], spec["host"], sys.stderr.buffer,
+                lambda url: self.control.send({"type": "tensorboard", "url": url}))
         self.control = ControlClient(spec["control"], bytes.fromhex(spec["secret"]),
                                      spec["node"], "supervisor",
                                      on_message=self._on_message,
@@ -75,6 +81,8 @@ class Supervisor:
     def wait(self) -> int:
         code = self.proc.wait()
         procs.kill_group(self.proc.pid)  # what the node left behind in its group
+        if self.tensorboard is not None:
+            procs.stop_group(self.tensorboard, grace=2.0)
         stopped = self._stopping.is_set()
         try:
             self.control.send({"type": "exit", "code": code, "stopped": stopped,
