@@ -114,6 +114,7 @@ class TFCluster:
         self._driver_procs: list = []
         self._tensorboard_url: str | None = None
         self._tensorboard_node: int | None = None  # the node that runs TensorBoard
+        self._logs: dict[int, str] = {}  # replies to logs() requests
         host = sc.getConf().get("spark.driver.host", None) or "127.0.0.1"
         self.control = ControlServer(host, self._secret, len(roles), status=self._status)
 
@@ -280,6 +281,8 @@ class TFCluster:
                                 args=((n.node, "supervisor", {"type": "silent"}),)).start()
         elif mtype == "silent" and not n.done:
             self._node_failed(n, "lost", "the node process went away without a report")
+        elif kind == "supervisor" and mtype == "logs":
+            self._logs[n.node] = msg.get("text", "")
         elif kind == "supervisor" and mtype == "tensorboard":
             self._tensorboard_url = msg["url"]
             logger.info("sparktf TensorBoard for cluster %s: %s", self.cluster_id, msg["url"])
@@ -419,6 +422,9 @@ class TFCluster:
 
     def _run_feed_job(self, description: str, job: Callable[[], Any]) -> Any:
         self.sc.setJobGroup(self._group, description, interruptOnCancel=True)
+        done = threading.Event()
+        threading.Thread(target=self._log_progress, args=(description, done),
+                         name="sparktf-progress", daemon=True).start()
         try:
             return job()
         except Exception as e:
@@ -431,8 +437,45 @@ class TFCluster:
                 cls = getattr(errors, found[-1][0], FeedError)
                 raise cls(f"{description}: {found[-1][1]}") from None
             raise FeedError(f"{description} failed: {str(e).strip().splitlines()[0]}") from e
+        finally:
+            done.set()
+
+    def _log_progress(self, description: str, done: threading.Event,
+                      every: float = 5.0) -> None:
+        """Log how many partitions of the running feed job are done, every few seconds."""
+        tracker, started = self.sc.statusTracker(), time.monotonic()
+        while not done.wait(every):
+            total = finished = 0
+            for job_id in tracker.getJobIdsForGroup(self._group):
+                job = tracker.getJobInfo(job_id)
+                for stage in (tracker.getStageInfo(s) for s in (job.stageIds if job else ())):
+                    if stage is not None:
+                        total += stage.numTasks
+                        finished += stage.numCompletedTasks
+            if total and not done.is_set():
+                elapsed = time.monotonic() - started
+                left = f", about {elapsed * (total - finished) / finished:.0f}s left" \
+                    if finished else ""
+                logger.info("%s: %d of %d partitions fed in %.0fs%s", description, finished,
+                            total, elapsed, left)
 
     # -- public API --------------------------------------------------------
+    def logs(self, node: int | str, lines: int = 50, timeout: float = 10) -> str:
+        """The last ``lines`` lines of a node's log, read on its executor.
+
+        ``node`` is a node number or a name such as ``"worker:0"``.  A node that
+        has ended returns the tail it reported when it ended.
+        """
+        n = next((x for x in self.nodes if node in (x.node, x.role.name)), None)
+        if n is None:
+            raise ConfigError(f"no node {node!r}; nodes: {[x.role.name for x in self.nodes]}")
+        with self._cond:
+            self._logs.pop(n.node, None)
+            if not self.control.send(n.node, "supervisor", {"type": "logs", "lines": lines}):
+                return n.log_tail
+            self._cond.wait_for(lambda: n.node in self._logs, timeout=timeout)
+            return self._logs.pop(n.node, n.log_tail)
+
     def tensorboard_url(self) -> str | None:
         """``http://host:port`` of the TensorBoard server, or None."""
         return self._tensorboard_url

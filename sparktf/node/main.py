@@ -25,7 +25,7 @@ from ..control import ControlClient
 from . import procs
 from .context import NodeContext
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("sparktf.node.main")  # not __name__: this runs as __main__
 
 #: Passed by the supervisor: the inherited socket holding the reserved TF port.
 PORT_FD_ENV = "SPARKTF_PORT_FD"

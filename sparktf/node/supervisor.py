@@ -30,7 +30,7 @@ from ..control import ControlClient
 from . import procs
 from .main import PORT_FD_ENV
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("sparktf.node.supervisor")  # runs as __main__
 
 #: Variables of the PySpark worker that must not leak into user code.
 _PRIVATE_ENV = ("PYTHON_WORKER_FACTORY_SECRET", "_PYSPARK_DRIVER_CONN_INFO_PATH")
@@ -68,6 +68,10 @@ class Supervisor:
     def _on_message(self, msg: dict) -> None:
         if msg.get("type") == "stop":
             self.stop(msg.get("reason", "stopped by the driver"))
+        elif msg.get("type") == "logs":
+            lines = min(int(msg.get("lines", 50)), 10000)
+            self.control.send({"type": "logs", "text": procs.tail(
+                self.spec["log_path"], max_lines=lines, max_bytes=lines * 400)})
 
     def stop(self, reason: str) -> None:
         if self._stopping.is_set():

@@ -64,6 +64,7 @@ def test_exception_in_worker_raises_on_driver_with_traceback(sc, no_leftovers):
     msg = str(err.value)
     assert "worker:0" in msg and "host 127.0.0.1" in msg and "executor" in msg
     assert "ValueError: boom" in msg and "Traceback" in msg and "fail_on_worker" in msg
+    assert "last lines of the node's log:" in msg
 
 
 def test_os_exit_in_worker_raises_on_driver(sc, no_leftovers):
@@ -111,6 +112,7 @@ def test_bad_connections_to_control_channel_are_dropped(sc, tmp_path, no_leftove
     assert "does not speak the sparktf protocol" in caplog.text
     assert "failed authentication" in caplog.text
     assert cluster.nodes[0].state == "running"
+    assert "worker:0 (executor 0) starting map_fun" in cluster.logs("worker:0")
     with pytest.raises(ShutdownTimeout):
         cluster.shutdown(timeout=1)
 

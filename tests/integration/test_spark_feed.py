@@ -143,7 +143,7 @@ def test_mwms_training_through_next_batch(sc, tmp_path, no_leftovers):
     np.testing.assert_allclose(np.array(got[0]["weights"][0]), np.array(got[1]["weights"][0]))
 
 
-def test_backpressure_bounds_node_memory(sc, tmp_path, no_leftovers):
+def test_backpressure_bounds_node_memory(sc, tmp_path, no_leftovers, caplog):
     # About 500 MB of rows, ten times what the nodes' buffers hold.
     big = sc.parallelize(range(4), 4).flatMap(
         lambda p: ((np.zeros(784, "float32"), i) for i in range(40000)))
@@ -152,5 +152,9 @@ def test_backpressure_bounds_node_memory(sc, tmp_path, no_leftovers):
     cluster.shutdown(timeout=120)
     got = results(tmp_path, "mem")
     assert sum(r["rows"] for r in got) == 160000
+    # Progress while feeding, and the epoch summary with rows per node.
+    assert "sparktf train epoch 1/1: 0 of 4 partitions fed" in caplog.text or \
+        "partitions fed in" in caplog.text
+    assert "sparktf train epoch 1/1: 160000 rows in" in caplog.text
     for r in got:
         assert r["growth_mb"] < 150, r
