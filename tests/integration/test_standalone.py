@@ -1,0 +1,60 @@
+"""A Spark standalone master and two workers on 127.0.0.1, started from pyspark's own scripts."""
+
+import glob
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import pyspark
+
+pytestmark = pytest.mark.integration
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def standalone(tmp_path_factory):
+    """``spark://127.0.0.1:PORT`` with two 1-core workers; stopped by their PID files."""
+    home = os.path.dirname(pyspark.__file__)
+    base = tmp_path_factory.mktemp("standalone")
+    env = dict(os.environ, SPARK_HOME=home, SPARK_LOG_DIR=str(base / "logs"),
+               SPARK_PID_DIR=str(base / "pids"), SPARK_WORKER_DIR=str(base / "work"),
+               SPARK_LOCAL_IP="127.0.0.1", PYSPARK_PYTHON=sys.executable,
+               SPARK_IDENT_STRING="sparktf-test")
+    daemon = os.path.join(home, "sbin", "spark-daemon.sh")
+    master = f"spark://127.0.0.1:{free_port()}"
+    started = [("org.apache.spark.deploy.master.Master", "1")]
+    subprocess.run([daemon, "start", *started[0], "--host", "127.0.0.1", "--port",
+                    master.rsplit(":", 1)[1], "--webui-port", str(free_port())],
+                   env=env, check=True, capture_output=True)
+    for i in ("1", "2"):
+        started.append(("org.apache.spark.deploy.worker.Worker", i))
+        subprocess.run([daemon, "start", *started[-1], "--host", "127.0.0.1", "--cores", "1",
+                        "--memory", "2g", "--webui-port", str(free_port()), master],
+                       env=env, check=True, capture_output=True)
+    yield master, env
+    for cls, i in reversed(started):
+        subprocess.run([daemon, "stop", cls, i], env=env, capture_output=True)
+
+
+def test_tensorflow_and_spark_mode_on_a_standalone_cluster(standalone, tmp_path, no_leftovers):
+    master, env = standalone
+    cmd = [os.path.join(os.path.dirname(sys.executable), "spark-submit"), "--master", master,
+           "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.ui.enabled=false",
+           "--conf", "spark.cores.max=2", os.path.join(HERE, "standalone_job.py"), str(tmp_path)]
+    proc = subprocess.run(cmd, env=dict(env, PYSPARK_DRIVER_PYTHON=sys.executable),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert f"standalone_job: ok {sum(range(10000))}" in proc.stdout
+    reports = [json.load(open(p)) for p in sorted(glob.glob(str(tmp_path / "node-*.json")))]
+    assert [r["job"] for r in reports] == ["chief", "worker"]
