@@ -128,7 +128,7 @@ def slow_reader_memory(args, ctx):
         if not len(batch["y"]):
             break
         rows += len(batch["y"])
-        t.sleep(0.1)  # slow enough that feeding lasts longer than one progress interval
+        t.sleep(0.25)  # ~40 batches per node: feeding outlasts one 5 s progress interval
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     _write(args, ctx, "mem", {"rows": rows, "growth_mb": (peak - base) / 1024})
 
