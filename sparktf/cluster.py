@@ -105,6 +105,7 @@ class TFCluster:
         self._spec: dict | None = None  # the cluster spec, once a node reported it
         self._stopping = False  # True once shutdown began stopping nodes on purpose
         self._terminated: set[int] = set()  # nodes that called DataFeed.terminate()
+        self._epochs_fed = 0  # epochs fed so far, over all train() calls
         self._secret = new_secret()
         self._group = f"sparktf-{self.cluster_id}"
         self._cond = threading.Condition()
@@ -129,6 +130,9 @@ class TFCluster:
         num_ps_on_driver = sum(1 for n in self.nodes if n.role.job == "ps") \
             if self.driver_ps_nodes else 0
         num_tasks = len(self.nodes) - num_ps_on_driver
+        logger.info("sparktf cluster %s: starting %d nodes (%s)", self.cluster_id, len(self.nodes),
+                    ", ".join(n.role.name for n in self.nodes))
+        self._wait_for_slots(num_tasks, deadline, reservation_timeout)
         ps_socks = [launcher.reserve_port(self.control.address[0]) for _ in range(num_ps_on_driver)]
         hadoop = self.sc._jsc.hadoopConfiguration()
         plan = {
@@ -136,13 +140,10 @@ class TFCluster:
             "input_mode": self.input_mode, "control": list(self.control.address),
             "secret": self._secret.hex(), "env": env, "base_dir": base_dir,
             "default_fs": hadoop.get("fs.defaultFS") or "file:///", "working_dir": os.getcwd(),
-            "release_port": self._release_port, "feed": {},
+            "release_port": self._release_port,
             "tensorboard": self._tensorboard_node, "log_dir": log_dir,
             "ps_addresses": [f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in ps_socks],
         }
-        logger.info("sparktf cluster %s: starting %d nodes (%s)", self.cluster_id, len(self.nodes),
-                    ", ".join(n.role.name for n in self.nodes))
-        self._wait_for_slots(num_tasks, deadline, reservation_timeout)
         threading.Thread(target=self._monitor, name="sparktf-monitor", daemon=True).start()
         threading.Thread(target=self._run_job, args=(plan, payload, num_tasks),
                          name="sparktf-job", daemon=True).start()
@@ -383,18 +384,21 @@ class TFCluster:
             if not nodes:
                 logger.info("sparktf train: every node called terminate(); stopping the feed")
                 return
+            # Epochs are numbered across train() calls: a node starts a new epoch
+            # when it sees a higher number.
             task = functools.partial(sender.feed_train, nodes=nodes, secret=self._secret,
-                                     epoch=epoch, partitions=partitions,
+                                     epoch=self._epochs_fed, partitions=partitions,
                                      feed_timeout=feed_timeout, arrow=arrow)
             started = time.monotonic()
             counts = self._run_feed_job(f"sparktf train epoch {epoch + 1}/{num_epochs}",
                                         lambda: _train_job(data, task, arrow))
             elapsed = time.monotonic() - started
             total = sum(counts.values())
+            end = {"type": "epoch_end", "epoch": self._epochs_fed,
+                   "counts": {str(n["node"]): counts.get(n["node"], 0) for n in nodes}}
             for n in nodes:
-                self.control.send(n["node"], "node", {"type": "epoch_end", "epoch": epoch,
-                                                      "counts": {str(n2["node"]): counts.get(
-                                                          n2["node"], 0) for n2 in nodes}})
+                self.control.send(n["node"], "node", end)
+            self._epochs_fed += 1
             logger.info("sparktf train epoch %d/%d: %d rows in %.1fs (%.0f rows/s); %s",
                         epoch + 1, num_epochs, total, elapsed, total / max(elapsed, 1e-9),
                         ", ".join(f"{n['name']} {counts.get(n['node'], 0)}" for n in nodes))

@@ -63,15 +63,21 @@ def _signature(value: Any) -> tuple:
     return ("other", type(value).__name__)
 
 
-def _column(values: list, name: str) -> tuple[pa.Array, dict]:
+def _column(name: str, values: Any) -> tuple[pa.Array, pa.Field]:
+    """An Arrow column from a sequence of equal-kind values, and its field.
+
+    Arrays become a ``FixedSizeList`` whose field records the value shape.
+    """
     first = values[0]
     if isinstance(first, (np.ndarray, list, tuple)):
         arr = np.stack(values) if isinstance(first, np.ndarray) else np.asarray(values)
         shape = arr.shape[1:]
-        flat = pa.array(arr.reshape(-1))
         width = int(np.prod(shape)) if shape else 1
-        return pa.FixedSizeListArray.from_arrays(flat, width), {"shape": list(shape)}
-    return pa.array(np.asarray(values) if not isinstance(first, (str, bytes)) else values), {}
+        column = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), width)
+        return column, pa.field(name, column.type,
+                                metadata={"sparktf.shape": json.dumps(list(shape))})
+    column = pa.array(np.asarray(values) if not isinstance(first, (str, bytes)) else values)
+    return column, pa.field(name, column.type)
 
 
 class RowEncoder:
@@ -156,14 +162,12 @@ class RowEncoder:
         arrays, fields = [], []
         for name, values in zip(self.names, columns):
             try:
-                arr, meta = _column(values, name)
+                arr, field = _column(name, values)
             except (ValueError, TypeError, pa.ArrowException) as e:
                 raise FeedError(f"bad input in partition {self.partition}, rows {first_index}-"
                                 f"{first_index + len(rows) - 1}: field {name!r}: {e}") from e
             arrays.append(arr)
-            fields.append(pa.field(name, arr.type,
-                                   metadata={"sparktf.shape": json.dumps(meta["shape"])}
-                                   if meta else None))
+            fields.append(field)
         schema = pa.schema(fields, metadata={"sparktf.kind": self.kind})
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
@@ -241,14 +245,10 @@ def results_to_batch(results: Any) -> pa.RecordBatch:
     """Inference results (one per row) as a one-column record batch."""
     if isinstance(results, pa.RecordBatch):
         return results
-    values = list(results) if not isinstance(results, np.ndarray) else results
-    if isinstance(values, np.ndarray):
-        arr, meta = _column(list(values), "result") if values.ndim > 1 else (pa.array(values), {})
-    elif values and isinstance(values[0], (np.ndarray, list, tuple)):
-        arr, meta = _column(values, "result")
+    values = results if isinstance(results, np.ndarray) else list(results)
+    if len(values):
+        arr, field = _column("result", values)
     else:
-        arr, meta = pa.array(values), {}
-    field = pa.field("result", arr.type,
-                     metadata={"sparktf.shape": json.dumps(meta["shape"])} if meta else None)
-    return pa.RecordBatch.from_arrays([arr], schema=pa.schema([field],
-                                                              metadata={"sparktf.kind": "array"}))
+        arr, field = pa.array([]), pa.field("result", pa.null())
+    schema = pa.schema([field], metadata={"sparktf.kind": "array"})
+    return pa.RecordBatch.from_arrays([arr], schema=schema)

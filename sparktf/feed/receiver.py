@@ -126,10 +126,11 @@ class BoundedBuffer:
 class FeedServer:
     """The node's feed endpoint; ``ctx.mgr`` in SPARK mode."""
 
-    def __init__(self, host: str, secret: bytes, options: dict, control: Any) -> None:
+    def __init__(self, host: str, secret: bytes, control: Any,
+                 capacity: int = DEFAULT_CAPACITY) -> None:
         self._secret = secret
         self._control = control
-        self.buffer = BoundedBuffer(int(options.get("capacity", DEFAULT_CAPACITY)))
+        self.buffer = BoundedBuffer(capacity)
         self.terminated = threading.Event()
         self._epoch = -1
         self._lock = threading.Lock()

@@ -66,7 +66,7 @@ def run(spec_path: str) -> int:
     ready: dict = {"type": "ready", "pid": os.getpid(), "feed": None}
     if spec["input_mode"] == 1:
         from ..feed.receiver import FeedServer
-        mgr = FeedServer(spec["host"], secret, spec.get("feed", {}), control)
+        mgr = FeedServer(spec["host"], secret, control)
         handlers.update(mgr.control_handlers())
         ready["feed"] = list(mgr.address)
 
