@@ -20,7 +20,8 @@ setup(
         "tensorboard",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout", "hypothesis", "ruff", "mlxtend", "pandas"],
+        "test": ["pytest>=8", "pytest-timeout", "hypothesis", "ruff", "mlxtend", "pandas",
+                 "moto[server]"],
         "examples": ["mlxtend", "pandas"],
     },
     license="Apache-2.0",

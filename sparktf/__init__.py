@@ -7,11 +7,13 @@ executor APIs: ``TFCluster.run / train / inference / shutdown`` and
 
 from . import cluster as TFCluster  # noqa: N812 (TensorFlowOnSpark's module name)
 from . import tfnode as TFNode  # noqa: N812
+from .checkpoint import CheckpointManager, export_model, local_copy
 from .cluster import InputMode
 from .errors import (ConfigError, FeedError, FeedTimeout, NodeError, ProtocolError,
-                     ReservationTimeout, ShutdownTimeout, SparkTFError)
+                     ReservationTimeout, ShutdownTimeout, SparkTFError, StorageError)
 
 __version__ = "0.1.0"
 
 __all__ = ["TFCluster", "TFNode", "InputMode", "SparkTFError", "ConfigError", "NodeError",
-           "ReservationTimeout", "ShutdownTimeout", "ProtocolError", "FeedError", "FeedTimeout"]
+           "ReservationTimeout", "ShutdownTimeout", "ProtocolError", "FeedError", "FeedTimeout",
+           "StorageError", "CheckpointManager", "export_model", "local_copy"]

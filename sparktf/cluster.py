@@ -95,38 +95,48 @@ class TFCluster:
     """A running TF cluster; create it with :func:`run`."""
 
     def __init__(self, sc: Any, roles: list[rolemod.Role], input_mode: int,
-                 driver_ps_nodes: bool, release_port: bool) -> None:
+                 driver_ps_nodes: bool, release_port: bool, max_restarts: int = 0) -> None:
         self.sc = sc
         self.input_mode = input_mode
         self.cluster_id = uuid.uuid4().hex[:8]
-        self.nodes = [NodeState(i, r) for i, r in enumerate(roles)]
         self.driver_ps_nodes = driver_ps_nodes
+        self.max_restarts = max_restarts
+        self.restarts = 0  # restarts so far
+        self._roles = roles
         self._release_port = release_port
+        self._epochs_fed = 0  # epochs fed so far, over all train() calls
+        self._secret = new_secret()
+        self._cond = threading.Condition()
+        self._shut_down = False
+        self._launch: tuple = ()  # _start's arguments, kept for restarts
+        self._tensorboard_node: int | None = None  # the node that runs TensorBoard
+        self._host = sc.getConf().get("spark.driver.host", None) or "127.0.0.1"
+        self._new_attempt()
+
+    def _new_attempt(self) -> None:
+        """Fresh per-attempt state: nodes, control server, job group (first start and restarts)."""
+        self.nodes = [NodeState(i, r) for i, r in enumerate(self._roles)]
+        self._group = f"sparktf-{self.cluster_id}-{self.restarts}"
         self._spec: dict | None = None  # the cluster spec, once a node reported it
         self._stopping = False  # True once shutdown began stopping nodes on purpose
         self._terminated: set[int] = set()  # nodes that called DataFeed.terminate()
-        self._epochs_fed = 0  # epochs fed so far, over all train() calls
-        self._secret = new_secret()
-        self._group = f"sparktf-{self.cluster_id}"
-        self._cond = threading.Condition()
         self._error: SparkTFError | None = None
         self._job_done = False
-        self._closed = threading.Event()
+        self._closed = threading.Event()  # this attempt's nodes and control server are gone
         self._driver_procs: list = []
         self._tensorboard_url: str | None = None
-        self._tensorboard_node: int | None = None  # the node that runs TensorBoard
         self._logs: dict[int, str] = {}  # replies to logs() requests
-        host = sc.getConf().get("spark.driver.host", None) or "127.0.0.1"
-        self.control = ControlServer(host, self._secret, len(roles), status=self._status)
+        self.control = ControlServer(self._host, self._secret, len(self._roles),
+                                     status=self._status)
+        self._monitor_thread = threading.Thread(target=self._monitor, args=(self.control,),
+                                                name="sparktf-monitor", daemon=True)
 
     # -- start -------------------------------------------------------------
-    def _start(self, map_fun: Callable, tf_args: Any, reservation_timeout: float, env: dict,
+    def _start(self, payload: bytes, reservation_timeout: float, env: dict,
                base_dir: str | None, log_dir: str | None) -> None:
+        """Start one attempt: all nodes, and wait until they run ``map_fun``."""
+        self._launch = (payload, reservation_timeout, env, base_dir, log_dir)
         deadline = time.monotonic() + reservation_timeout
-        try:
-            payload = cloudpickle.dumps((map_fun, tf_args))
-        except Exception as e:
-            raise ConfigError(f"map_fun or tf_args cannot be pickled for the executors: {e}") from e
         num_ps_on_driver = sum(1 for n in self.nodes if n.role.job == "ps") \
             if self.driver_ps_nodes else 0
         num_tasks = len(self.nodes) - num_ps_on_driver
@@ -136,7 +146,8 @@ class TFCluster:
         ps_socks = [launcher.reserve_port(self.control.address[0]) for _ in range(num_ps_on_driver)]
         hadoop = self.sc._jsc.hadoopConfiguration()
         plan = {
-            "cluster_id": self.cluster_id, "roles": [tuple(n.role) for n in self.nodes],
+            "cluster_id": self.cluster_id + (f".{self.restarts}" if self.restarts else ""),
+            "attempt": self.restarts, "roles": [tuple(n.role) for n in self.nodes],
             "input_mode": self.input_mode, "control": list(self.control.address),
             "secret": self._secret.hex(), "env": env, "base_dir": base_dir,
             "default_fs": hadoop.get("fs.defaultFS") or "file:///", "working_dir": os.getcwd(),
@@ -144,8 +155,8 @@ class TFCluster:
             "tensorboard": self._tensorboard_node, "log_dir": log_dir,
             "ps_addresses": [f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in ps_socks],
         }
-        threading.Thread(target=self._monitor, name="sparktf-monitor", daemon=True).start()
-        threading.Thread(target=self._run_job, args=(plan, payload, num_tasks),
+        self._monitor_thread.start()
+        threading.Thread(target=self._run_job, args=(plan, payload, num_tasks, self.control),
                          name="sparktf-job", daemon=True).start()
         if ps_socks:
             self._start_driver_ps(plan, payload, ps_socks, deadline)
@@ -187,7 +198,8 @@ class TFCluster:
                 "(spark.dynamicAllocation.enabled=false); executors may also have failed to start "
                 f"(see the Spark UI).\nCurrent settings: {settings}")
 
-    def _run_job(self, plan: dict, payload: bytes, num_tasks: int) -> None:
+    def _run_job(self, plan: dict, payload: bytes, num_tasks: int,
+                 control: ControlServer) -> None:
         self.sc.setJobGroup(self._group, f"sparktf cluster {self.cluster_id}: {num_tasks} TF nodes",
                             interruptOnCancel=True)
         error = ""
@@ -196,7 +208,7 @@ class TFCluster:
             rdd.barrier().mapPartitions(launcher.barrier_task(plan, payload)).collect()
         except Exception as e:  # reported through the monitor
             error = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
-        self.control.events.put((-1, "job", {"type": "job_done", "error": error}))
+        control.events.put((-1, "job", {"type": "job_done", "error": error}))
 
     def _start_driver_ps(self, plan: dict, payload: bytes, socks: list, deadline: float) -> None:
         """Start the ps nodes on the driver once the executors' addresses are known."""
@@ -240,10 +252,10 @@ class TFCluster:
             raise self._error
 
     # -- monitor -----------------------------------------------------------
-    def _monitor(self) -> None:
-        """Turn control events into node states; runs until the cluster is closed."""
-        while not self._closed.is_set():
-            node, kind, msg = self.control.events.get()
+    def _monitor(self, control: ControlServer) -> None:
+        """Turn one attempt's control events into node states, until its server closes."""
+        while True:
+            node, kind, msg = control.events.get()
             if kind == "closed":
                 return
             with self._cond:
@@ -318,11 +330,11 @@ class TFCluster:
         if error and self._error is None:
             # Give the nodes' own reports (tracebacks, exit codes) a moment to arrive:
             # they explain the failure better than Spark's task error.
-            threading.Timer(_LOST_GRACE, self._job_failed, args=(error,)).start()
+            threading.Timer(_LOST_GRACE, self._job_failed, args=(error, self._group)).start()
 
-    def _job_failed(self, error: str) -> None:
+    def _job_failed(self, error: str, group: str) -> None:
         with self._cond:
-            if self._error is None:
+            if self._error is None and group == self._group:
                 self._fail(SparkTFError(f"the Spark job hosting sparktf cluster {self.cluster_id} "
                                         f"failed: {error}"))
                 self._cond.notify_all()
@@ -380,18 +392,27 @@ class TFCluster:
         arrow = _is_dataframe(data)
         partitions = (data.rdd if arrow else data).getNumPartitions()
         for epoch in range(num_epochs):
-            nodes = self._data_nodes("train")
-            if not nodes:
-                logger.info("sparktf train: every node called terminate(); stopping the feed")
-                return
-            # Epochs are numbered across train() calls: a node starts a new epoch
-            # when it sees a higher number.
-            task = functools.partial(sender.feed_train, nodes=nodes, secret=self._secret,
-                                     epoch=self._epochs_fed, partitions=partitions,
-                                     feed_timeout=feed_timeout, arrow=arrow)
-            started = time.monotonic()
-            counts = self._run_feed_job(f"sparktf train epoch {epoch + 1}/{num_epochs}",
-                                        lambda: _train_job(data, task, arrow))
+            description = f"sparktf train epoch {epoch + 1}/{num_epochs}"
+            while True:
+                try:
+                    nodes = self._data_nodes("train")
+                    if not nodes:
+                        logger.info("sparktf train: every node called terminate(); "
+                                    "stopping the feed")
+                        return
+                    # Epochs are numbered across train() calls: a node starts a new
+                    # epoch when it sees a higher number.
+                    task = functools.partial(
+                        sender.feed_train, nodes=nodes, secret=self._secret,
+                        epoch=self._epochs_fed, partitions=partitions, feed_timeout=feed_timeout,
+                        arrow=arrow)
+                    started = time.monotonic()
+                    counts = self._run_feed_job(description, lambda: _train_job(data, task, arrow))
+                    break
+                except SparkTFError:
+                    if not self._may_restart():
+                        raise
+                    self._restart()  # then feed this epoch again from its start
             elapsed = time.monotonic() - started
             total = sum(counts.values())
             end = {"type": "epoch_end", "epoch": self._epochs_fed,
@@ -492,30 +513,67 @@ class TFCluster:
         expires the remaining nodes are stopped and :class:`ShutdownTimeout`
         names them.
         """
-        if self._closed.is_set():
+        if self._shut_down:
             return
         if ssc is not None:
             raise ConfigError("shutdown(ssc=...) (Spark Streaming) is not supported yet")
         deadline = time.monotonic() + timeout
-        training = self._awaited_nodes()
         self._end_feed()
-        with self._cond:
-            self._cond.wait_for(lambda: self._error is not None or all(n.done for n in training),
-                                timeout=max(0.0, deadline - time.monotonic()))
-            if self._error is None and not all(n.done for n in training):
-                self._fail(ShutdownTimeout(
-                    f"shutdown(timeout={timeout:g}) expired with nodes still running: "
-                    + "; ".join(f"{n.describe()} {n.state} for {time.monotonic() - n.since:.0f}s"
-                                for n in training if not n.done)))
+        while True:
+            training = self._awaited_nodes()
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: self._error is not None or all(n.done for n in training),
+                    timeout=max(0.0, deadline - time.monotonic()))
+                if self._error is None and not all(n.done for n in training):
+                    self._fail(ShutdownTimeout(
+                        f"shutdown(timeout={timeout:g}) expired with nodes still running: "
+                        + "; ".join(f"{n.describe()} {n.state} for "
+                                    f"{time.monotonic() - n.since:.0f}s"
+                                    for n in training if not n.done)))
+            # In SPARK mode train() restarts (it must feed the new nodes).
+            if self.input_mode != InputMode.TENSORFLOW or not self._may_restart():
+                break
+            self._restart()
         if self._error is None and grace_secs:
             self._closed.wait(grace_secs)
         with self._cond:
             self._stopping = True
             self._stop_nodes(self.nodes, "cluster shutdown")
         self._teardown(max(10.0, min(60.0, deadline - time.monotonic())))
+        self._shut_down = True
         if self._error is not None:
             raise self._error
         logger.info("sparktf cluster %s: shut down", self.cluster_id)
+
+    # -- restarts ----------------------------------------------------------
+    def _may_restart(self) -> bool:
+        """Whether the current failure should restart the cluster (a node failed, restarts left)."""
+        with self._cond:
+            return (self._error is not None and self.restarts < self.max_restarts
+                    and not isinstance(self._error, (ConfigError, ShutdownTimeout)))
+
+    def _restart(self) -> None:
+        """Tear the failed attempt down and start every node again.
+
+        The nodes run ``map_fun`` from the start, with ``ctx.attempt`` one
+        higher; it resumes from its latest checkpoint (see
+        :class:`sparktf.CheckpointManager`).  The new nodes may land on other
+        executors: the attempt waits for free slots as the first one did.
+        """
+        cause = self._error
+        self._teardown(60.0)
+        self._monitor_thread.join(timeout=10)
+        self.restarts += 1
+        logger.warning("sparktf cluster %s: restart %d of %d after: %s", self.cluster_id,
+                       self.restarts, self.max_restarts, str(cause).splitlines()[0])
+        self._new_attempt()
+        try:
+            self._start(*self._launch)
+        except SparkTFError:
+            if not self._may_restart():
+                raise
+            self._restart()
 
     def _awaited_nodes(self) -> list[NodeState]:
         """The nodes whose end means training is over.
@@ -558,12 +616,19 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
         num_ps: int = 0, tensorboard: bool = False, input_mode: int = InputMode.TENSORFLOW,
         log_dir: str | None = None, driver_ps_nodes: bool = False, master_node: str | None = None,
         reservation_timeout: float = 600, queues: tuple = ("input", "output", "error"),
-        eval_node: bool = False, release_port: bool = True, *, legacy_keras: bool = True,
-        env: dict[str, str] | None = None, node_dir: str | None = None) -> TFCluster:
+        eval_node: bool = False, release_port: bool = True, *, max_restarts: int = 0,
+        legacy_keras: bool = True, env: dict[str, str] | None = None,
+        node_dir: str | None = None) -> TFCluster:
     """Start ``num_executors`` TF nodes on the Spark executors and run ``map_fun`` on each.
 
     Arguments as in TensorFlowOnSpark's ``TFCluster.run``; in addition:
 
+    * ``max_restarts``: when a node fails (an exception, a killed process, a
+      lost executor), stop the whole TF cluster and start it again, up to
+      this many times; ``map_fun`` runs again with ``ctx.attempt`` one higher
+      and should resume from its latest checkpoint
+      (:class:`sparktf.CheckpointManager`).  In SPARK mode ``train()`` then
+      feeds the interrupted epoch again from its start.  Off (0) by default.
     * ``legacy_keras``: set ``TF_USE_LEGACY_KERAS=1`` in the nodes before
       TensorFlow loads, so ``tf.keras`` is tf-keras 2.21, whose ``model.fit``
       works under MultiWorkerMirroredStrategy (Keras 3's does not,
@@ -591,12 +656,23 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
     if legacy_keras:
         node_env["TF_USE_LEGACY_KERAS"] = "1"
     node_env.update(env or {})
-    cluster = TFCluster(sc, roles, input_mode, driver_ps_nodes, release_port)
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+        raise ConfigError(f"max_restarts must be an integer >= 0, got {max_restarts!r}")
+    try:
+        payload = cloudpickle.dumps((map_fun, tf_args))
+    except Exception as e:
+        raise ConfigError(f"map_fun or tf_args cannot be pickled for the executors: {e}") from e
+    cluster = TFCluster(sc, roles, input_mode, driver_ps_nodes, release_port, max_restarts)
     if tensorboard:
         chief = [i for i, r in enumerate(roles) if r.job in ("chief", "master")]
         cluster._tensorboard_node = (chief or rolemod.data_nodes(roles))[0]
-    cluster._start(map_fun, tf_args, reservation_timeout, node_env, node_dir,
-                   log_dir and paths.local_path(log_dir))
+    try:
+        cluster._start(payload, reservation_timeout, node_env, node_dir,
+                       log_dir and paths.local_path(log_dir))
+    except SparkTFError:
+        if not cluster._may_restart():
+            raise
+        cluster._restart()
     return cluster
 
 

@@ -20,7 +20,7 @@ import threading
 from typing import Callable
 
 from .errors import ProtocolError
-from .wire import Channel, connect, serve
+from .wire import Channel, close_listener, connect, peername, serve
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +53,20 @@ class ControlServer:
 
     def _serve(self, sock: socket.socket) -> None:
         key = None
+        authenticated = False
+        peer = peername(sock)
         try:
             sock.settimeout(HANDSHAKE_TIMEOUT)
-            chan = Channel.server(sock, self._secret)
+            # Control messages are small JSON headers: no payload is ever accepted.
+            chan = Channel.server(sock, self._secret, max_payload=0)
             hello, _ = chan.recv()
+            authenticated = True
             node, kind = hello.get("node"), hello.get("kind")
             if hello.get("type") == "status":
                 # A feeding task that lost its node asks why (one request, one reply).
                 chan.send({"type": "status", **self._status()})
                 return
-            if (hello.get("type") != "hello" or not isinstance(node, int)
+            if (hello.get("type") != "hello" or type(node) is not int  # not a bool either
                     or not 0 <= node < self._num_nodes or kind not in ("node", "supervisor")):
                 raise ProtocolError(f"bad hello from {chan.peer}: {hello!r}")
             sock.settimeout(None)
@@ -73,9 +77,14 @@ class ControlServer:
                 msg, _ = chan.recv()
                 self.events.put((node, kind, msg))
         except (ProtocolError, socket.timeout, ValueError) as e:
-            logger.warning("control channel: dropped connection: %s", e)
-        except (EOFError, OSError):
-            pass
+            logger.warning("control channel: dropped connection from %s: %s", peer, e)
+        except (EOFError, OSError) as e:
+            if not authenticated:
+                logger.warning("control channel: dropped connection from %s before it "
+                               "authenticated: %s", peer, e or type(e).__name__)
+            elif not self._closed.is_set():
+                logger.debug("control channel: %s disconnected: %s", peer,
+                             e or type(e).__name__)
         finally:
             sock.close()
             if key is not None:
@@ -98,7 +107,7 @@ class ControlServer:
 
     def close(self) -> None:
         self._closed.set()
-        self._sock.close()
+        close_listener(self._sock)
         with self._lock:
             for chan in self._channels.values():
                 chan.close()

@@ -49,3 +49,10 @@ class FeedError(SparkTFError):
 
 class FeedTimeout(FeedError, TimeoutError):
     """A node is alive but took no data for ``feed_timeout`` seconds."""
+
+
+class StorageError(SparkTFError):
+    """A file system cannot be used: unreachable, misconfigured, unsupported or refused.
+
+    The message names the URL and what to check (endpoint, credentials, variables).
+    """

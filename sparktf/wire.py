@@ -45,13 +45,27 @@ def new_secret() -> bytes:
     return os.urandom(32)
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytearray:
+class TruncatedFrame(ProtocolError, EOFError):
+    """The peer closed the connection in the middle of a frame (or of the handshake).
+
+    It is both a :class:`ProtocolError` (a server drops and reports it) and an
+    ``EOFError`` (a client treats it like any other lost connection).
+    """
+
+
+def _recv_exact(sock: socket.socket, n: int, mid_frame: bool = True) -> bytearray:
+    """Exactly ``n`` bytes.  The end of the stream raises ``EOFError`` if it comes
+    before the first byte of a read that starts a frame (``mid_frame`` false),
+    :class:`TruncatedFrame` anywhere else."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
         k = sock.recv_into(view[got:], n - got)
         if k == 0:
+            if mid_frame or got:
+                raise TruncatedFrame(f"{peername(sock)} closed the connection in the middle "
+                                     "of a frame")
             raise EOFError("connection closed by peer")
         got += k
     return buf
@@ -73,7 +87,7 @@ class Channel:
         self._send_seq = 0
         self._recv_seq = 0
         self.max_payload = max_payload
-        self.peer = _peername(sock)
+        self.peer = peername(sock)
 
     # -- handshake -------------------------------------------------------
     @classmethod
@@ -119,9 +133,9 @@ class Channel:
         """Receive one frame; raise :class:`ProtocolError` if it is not authentic.
 
         Raises ``EOFError`` when the peer closed the connection cleanly
-        between frames.
+        between frames, :class:`TruncatedFrame` when it closed it mid-frame.
         """
-        prefix = bytes(_recv_exact(self.sock, _PREFIX.size))
+        prefix = bytes(_recv_exact(self.sock, _PREFIX.size, mid_frame=False))
         hlen, plen = _PREFIX.unpack(prefix)
         first = self._recv_seq == 0
         max_header = MAX_FIRST_HEADER if first else MAX_HEADER
@@ -140,7 +154,7 @@ class Channel:
         self._recv_seq += 1
         try:
             header = json.loads(body)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply
             raise ProtocolError(
                 f"authenticated frame from {self.peer} has a bad header: {e}") from e
         if not isinstance(header, dict):
@@ -160,9 +174,9 @@ class Channel:
 
 
 def _read_hello(sock: socket.socket) -> bytes:
-    hello = bytes(_recv_exact(sock, len(MAGIC) + NONCE_BYTES))
+    hello = bytes(_recv_exact(sock, len(MAGIC) + NONCE_BYTES, mid_frame=False))
     if not hello.startswith(MAGIC):
-        raise ProtocolError(f"peer {_peername(sock)} does not speak the sparktf protocol")
+        raise ProtocolError(f"peer {peername(sock)} does not speak the sparktf protocol")
     return hello[len(MAGIC):]
 
 
@@ -171,7 +185,8 @@ def _session_key(secret: bytes, server_nonce: bytes, client_nonce: bytes) -> byt
                     hashlib.sha256).digest()
 
 
-def _peername(sock: socket.socket) -> str:
+def peername(sock: socket.socket) -> str:
+    """``host:port`` of the peer of ``sock`` (``?`` if it is not connected)."""
     try:
         peer = sock.getpeername()
     except OSError:
@@ -192,6 +207,20 @@ def serve(listener: socket.socket, handle: Callable[[socket.socket], None], name
                              daemon=True).start()
 
     threading.Thread(target=accept_loop, name=name, daemon=True).start()
+
+
+def close_listener(listener: socket.socket) -> None:
+    """Stop a listener started with :func:`serve`.
+
+    ``close()`` alone neither wakes a thread blocked in ``accept()`` nor stops
+    the kernel from accepting (and that thread from serving) one more
+    connection; ``shutdown()`` does both.
+    """
+    try:
+        listener.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    listener.close()
 
 
 def connect(address: tuple[str, int], secret: bytes, timeout: float | None = 30.0,

@@ -67,3 +67,10 @@ def no_leftovers():
     yield
     left = wait_no_sparktf_processes()
     assert not left, f"sparktf processes left behind: {left}"
+
+
+# Storage servers (WebHDFS, moto S3) as session fixtures; tests/ on sys.path makes
+# `servers` importable here and in the tests.
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+from servers.fixtures import s3_server, webhdfs_server  # noqa: E402,F401

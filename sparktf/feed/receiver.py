@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import FeedError, ProtocolError
-from ..wire import Channel, serve
+from ..wire import Channel, close_listener, peername, serve
 from . import arrowconv
 
 logger = logging.getLogger(__name__)
@@ -157,22 +157,30 @@ class FeedServer:
         """map_fun returned: nothing more will be consumed."""
         self.buffer.close()
 
+    def close(self) -> None:
+        """Stop accepting feed connections."""
+        close_listener(self._sock)
+
     # -- connections -----------------------------------------------------------
     def _serve(self, sock: socket.socket) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = peername(sock)
+        authenticated = False
         try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(10)
             chan = Channel.server(sock, self._secret)
             hello, _ = chan.recv()
+            authenticated = True
             sock.settimeout(None)
             if hello.get("type") != "hello":
                 raise ProtocolError(f"bad feed hello {hello!r}")
-            partition, inference = int(hello["partition"]), hello.get("mode") == "inference"
+            partition = _int_field(hello, "partition")
+            inference = hello.get("mode") == "inference"
+            epoch, partitions = _int_field(hello, "epoch", 0), _int_field(hello, "partitions", 1)
             with self._lock:
-                epoch = int(hello.get("epoch", 0))
                 if not inference and epoch > self._epoch:
                     self._epoch = epoch
-                    self.buffer.put(EpochStart(epoch, int(hello.get("partitions", 1))))
+                    self.buffer.put(EpochStart(epoch, partitions))
             if self.terminated.is_set():
                 chan.send({"type": "terminated"})
                 return
@@ -181,7 +189,11 @@ class FeedServer:
                 msg, payload = chan.recv()
                 if msg.get("type") == "done":
                     return
-                batch = arrowconv.from_ipc(payload)
+                try:
+                    batch = arrowconv.from_ipc(payload)
+                except Exception as e:  # pyarrow raises OSError, IndexError... for junk too
+                    raise ProtocolError(f"feed frame from {peer} is not one Arrow record "
+                                        f"batch: {type(e).__name__}: {e}") from e
                 pending = Pending(batch.num_rows, partition) if inference else None
                 if not self.buffer.put(Item(batch, pending)):
                     chan.send({"type": "terminated"})
@@ -197,9 +209,20 @@ class FeedServer:
                 chan.send({"type": "results", "rows": pending.rows}, memoryview(result))
         except (ProtocolError, ValueError, KeyError, socket.timeout, pa.ArrowException,
                 FeedError) as e:
-            logger.warning("feed connection dropped: %s", e)
-        except (EOFError, OSError):
-            pass
+            logger.warning("feed connection from %s dropped: %s", peer, e)
+        except (EOFError, OSError) as e:
+            if not authenticated:
+                logger.warning("feed connection from %s dropped before it authenticated: %s",
+                               peer, e or type(e).__name__)
+            else:
+                logger.debug("feed connection from %s ended: %s", peer, e or type(e).__name__)
         finally:
             sock.close()
 
+
+def _int_field(hello: dict, name: str, default: int | None = None) -> int:
+    """An integer field of a feed hello (a bool, float or string is refused)."""
+    value = hello.get(name, default)
+    if type(value) is not int:
+        raise ProtocolError(f"bad feed hello: {name} must be an integer, not {value!r:.100}")
+    return value

@@ -12,13 +12,15 @@ class NodeContext:
     """The second argument of ``map_fun``, with TensorFlowOnSpark's attributes.
 
     Attributes: ``executor_id`` / ``worker_num`` (node number 0..N-1),
-    ``job_name``, ``task_index``, ``cluster_spec``, ``num_workers`` (chief,
-    master and workers), ``defaultFS``, ``working_dir`` (the driver's working
-    directory), ``node_dir`` (this node's local scratch directory, which holds
-    its log), ``log_dir`` (where TensorBoard, with ``tensorboard=True``, reads
-    event files: write summaries there), ``mgr`` (the handle
-    :class:`sparktf.TFNode.DataFeed` takes; None in TENSORFLOW mode) and
-    ``tmp_socket`` (the socket holding the TF port while ``release_port=False``).
+    ``job_name``, ``task_index``, ``rank`` and ``is_chief`` (rank 0 among the
+    training nodes), ``attempt`` (restarts so far), ``cluster_spec``,
+    ``num_workers`` (chief, master and workers), ``defaultFS``,
+    ``working_dir`` (the driver's working directory), ``node_dir`` (this
+    node's local scratch directory, which holds its log), ``log_dir`` (where
+    TensorBoard, with ``tensorboard=True``, reads event files: write summaries
+    there), ``mgr`` (the handle :class:`sparktf.TFNode.DataFeed` takes; None
+    in TENSORFLOW mode) and ``tmp_socket`` (the socket holding the TF port
+    while ``release_port=False``).
     """
 
     def __init__(self, spec: dict, mgr: Any = None,
@@ -35,8 +37,18 @@ class NodeContext:
         self.log_dir: str = spec["log_dir"]
         self.host: str = spec["host"]
         self.tf_port: int = spec["tf_port"]
+        #: 0 on the first start; n after the n-th restart (``max_restarts``).
+        self.attempt: int = spec.get("attempt", 0)
+        #: This node's rank among the ``num_workers`` training nodes (chief or
+        #: master first, then the workers); None for ps and evaluator nodes.
+        self.rank: int | None = _rank(self.job_name, self.task_index, self.cluster_spec)
         self.mgr = mgr
         self.tmp_socket = tmp_socket
+
+    @property
+    def is_chief(self) -> bool:
+        """True on the node that writes checkpoints, exports and summaries (rank 0)."""
+        return self.rank == 0
 
     def __repr__(self) -> str:
         return (f"NodeContext(executor_id={self.executor_id}, job_name={self.job_name!r}, "
@@ -68,3 +80,11 @@ class NodeContext:
         raise NotImplementedError(
             "ctx.export_saved_model(sess, ...) is TensorFlow 1.x only. Use model.save(path) or "
             "tf.saved_model.save(obj, path) on the chief.")
+
+
+def _rank(job: str, index: int, cluster_spec: dict[str, list[str]]) -> int | None:
+    if job in ("chief", "master"):
+        return index
+    if job == "worker":
+        return index + len(cluster_spec.get("chief", [])) + len(cluster_spec.get("master", []))
+    return None

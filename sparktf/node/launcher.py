@@ -80,7 +80,7 @@ def start_node(plan: dict, payload: bytes, node: int, host: str, port_sock: sock
         "input_mode": plan["input_mode"], "release_port": plan["release_port"],
         "control": plan["control"], "secret": plan["secret"], "env": _node_env(plan["env"]),
         "default_fs": plan["default_fs"], "working_dir": plan["working_dir"],
-        "node_dir": node_dir, "detach": detach,
+        "node_dir": node_dir, "detach": detach, "attempt": plan.get("attempt", 0),
         "log_path": os.path.join(node_dir, "node.log"),
         "tensorboard": plan["tensorboard"] == node,
         "log_dir": plan["log_dir"] or os.path.join(node_dir, "tensorboard"),

@@ -135,3 +135,53 @@ def train_with_tensorboard(args, ctx):
         model.fit(x, y, initial_epoch=epoch, epochs=epoch + 1, verbose=0, callbacks=[callback])
         epoch += 1
         time.sleep(0.2)
+
+
+def checkpointed_fit(args, ctx):
+    """MWMS tf-keras fit that checkpoints every epoch and resumes from the latest checkpoint.
+
+    With ``args["kill_epoch"]`` the rank-1 worker SIGKILLs itself in that
+    epoch (0-based) on the first attempt.  SPARK mode (``args["spark"]``) trains on
+    the fed rows, TENSORFLOW mode on synthetic data.
+    """
+    import signal
+
+    import tensorflow as tf
+
+    import sparktf
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    x, y = _synthetic(640)
+    if args.get("spark"):
+        ds = ctx.get_data_feed().dataset(32).map(lambda f, i: (f, tf.reduce_sum(f, 1, True)))
+        steps = None
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32).repeat()
+        steps = 20
+    opts = tf.data.Options()
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    with strategy.scope():
+        model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
+        model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
+    ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+    manager = sparktf.CheckpointManager(ckpt, args["model_dir"], ctx, max_to_keep=3)
+    done = manager.restore_or_initialize()
+    with open(os.path.join(args["out"], f"start-{ctx.attempt}-{ctx.executor_id}.json"), "w") as f:
+        json.dump({"attempt": ctx.attempt, "restored": done}, f)
+
+    class Kill(tf.keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if (self.epoch == args.get("kill_epoch") and batch == 3 and ctx.attempt == 0
+                    and ctx.rank == 1):
+                with open(os.path.join(args["out"], "killed"), "w") as f:
+                    f.write(str(time.time()))
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    model.fit(ds.with_options(opts), epochs=args["epochs"], initial_epoch=done,
+              steps_per_epoch=steps, verbose=0, callbacks=[Kill(), manager.keras_callback()])
+    loss = float(model.evaluate(x, y, verbose=0))  # collective: every node evaluates
+    if ctx.is_chief:
+        with open(os.path.join(args["out"], f"final-{ctx.attempt}.json"), "w") as f:
+            json.dump({"loss": loss, "latest": manager.latest_checkpoint}, f)

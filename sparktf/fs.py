@@ -1,0 +1,718 @@
+"""One storage layer for local, HDFS, WebHDFS and S3 URLs.
+
+TensorFlow cannot open ``hdfs://`` or ``s3://`` itself, so every sparktf reader
+(Parquet through pyarrow, TFRecord and CSV through streams) and the checkpoint
+upload and download code go through :func:`filesystem`, which gives a
+:class:`pyarrow.fs.FileSystem` and the path within it for any URL:
+
+* plain paths and ``file://``: the local file system;
+* ``hdfs://`` and ``viewfs://``: libhdfs (needs a Hadoop installation and Java);
+* ``webhdfs://host:port`` and ``swebhdfs://`` (HTTPS): the WebHDFS REST API, which
+  needs nothing installed (the ``hdfs`` package's client);
+* ``s3://`` and ``s3a://``: S3 or any S3-compatible service (``AWS_ENDPOINT_URL``).
+
+Failures to reach or use a storage raise :class:`~sparktf.errors.StorageError`
+naming the URL and what to check; a path that does not exist raises the usual
+:class:`FileNotFoundError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes.util
+import errno
+import fnmatch
+import functools
+import getpass
+import io
+import logging
+import os
+import posixpath
+import re
+import shutil
+import subprocess
+import tempfile
+import uuid
+from typing import Iterator
+
+import hdfs
+import pyarrow as pa
+import pyarrow.fs as pafs
+import requests
+from hdfs.util import HdfsError
+
+from sparktf.errors import StorageError
+from sparktf.paths import local_path
+
+logger = logging.getLogger(__name__)
+
+#: The URL schemes :func:`filesystem` understands (plain paths are local).
+SCHEMES = ("file", "hdfs", "viewfs", "webhdfs", "swebhdfs", "s3", "s3a")
+
+_CONNECT_TIMEOUT = 2.0   # seconds to open a connection: an unreachable endpoint fails fast
+_READ_TIMEOUT = 120.0    # seconds without data from a WebHDFS server before giving up
+_CHUNK = 1 << 20         # bytes per read of a stream
+_MIN_WINDOW = 64 << 10   # first WebHDFS read-ahead after a seek (a Parquet footer is small)
+_MAX_WINDOW = 16 << 20   # read-ahead cap while reading sequentially
+_GLOB_MAGIC = re.compile(r"[*?\[]")
+_NOT_FOUND = pafs.FileType.NotFound
+_DIRECTORY = pafs.FileType.Directory
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
+    """The file system for ``url`` and the path within it.
+
+    The path is absolute for local and HDFS-like file systems and ``bucket/key``
+    for S3, as pyarrow expects.  File systems are cached per endpoint and settings.
+    """
+    fs, path, _ = _resolve(url)
+    return fs, path
+
+
+def is_local(url: str) -> bool:
+    """Whether ``url`` is a plain path or a ``file://`` URL."""
+    return "://" not in url or url.startswith("file://")
+
+
+def join(url: str, *parts: str) -> str:
+    """``url`` with ``parts`` appended as path components, always relative to it."""
+    pieces = [p.strip("/") for p in parts if p.strip("/")]
+    if not pieces:
+        return url
+    return url.rstrip("/") + "/" + "/".join(pieces)
+
+
+def open_input(url: str) -> pa.NativeFile:
+    """A seekable, random-access file to read ``url``."""
+    fs, path, _ = _resolve(url)
+    with _storage_errors("opening", url):
+        return fs.open_input_file(path)
+
+
+def open_output(url: str) -> pa.NativeFile:
+    """A stream writing ``url``, creating missing parent directories.
+
+    On S3 and WebHDFS the file appears, whole, only when the stream is closed; on
+    HDFS it is visible while being written (:func:`upload` avoids that).
+    """
+    fs, path, _ = _resolve(url)
+    with _storage_errors("writing", url):
+        if isinstance(fs, pafs.LocalFileSystem):
+            fs.create_dir(posixpath.dirname(path), recursive=True)
+        return fs.open_output_stream(path)
+
+
+def exists(url: str) -> bool:
+    """Whether ``url`` is an existing file or directory."""
+    return _info(url).type != _NOT_FOUND
+
+
+def isdir(url: str) -> bool:
+    """Whether ``url`` is an existing directory (on S3: a prefix with objects under it)."""
+    return _info(url).type == _DIRECTORY
+
+
+def makedirs(url: str) -> None:
+    """Create directory ``url`` and its missing parents; nothing if it exists."""
+    fs, path, _ = _resolve(url)
+    with _storage_errors("creating directory", url):
+        fs.create_dir(path, recursive=True)
+
+
+def listdir(url: str) -> list[str]:
+    """The full URLs of the entries of directory ``url``, sorted."""
+    fs, path, prefix = _resolve(url)
+    with _storage_errors("listing", url):
+        infos = fs.get_file_info(pafs.FileSelector(path))
+    return sorted(prefix + info.path for info in infos)
+
+
+def glob(pattern: str) -> list[str]:
+    """The full URLs matching ``pattern``, sorted.
+
+    Each path component is matched with :func:`fnmatch.fnmatchcase` (``*``, ``?``,
+    ``[...]``), so ``*`` never crosses a ``/``, as in Hadoop globs; ``{a,b}``
+    alternation is not supported.
+    """
+    fs, path, prefix = _resolve(pattern)
+    parts = path.split("/")
+    first = next((i for i, part in enumerate(parts) if _GLOB_MAGIC.search(part)), len(parts))
+    candidates = ["/".join(parts[:first]) or "/"]
+    with _storage_errors("listing", pattern):
+        for i, part in enumerate(parts[first:], start=first):
+            if not part:
+                continue
+            if not _GLOB_MAGIC.search(part):
+                candidates = [posixpath.join(c, part) for c in candidates]
+                continue
+            last = i == len(parts) - 1
+            dirs = [c for c, info in zip(candidates, fs.get_file_info(candidates))
+                    if info.type == _DIRECTORY]
+            candidates = [info.path for d in dirs
+                          for info in fs.get_file_info(pafs.FileSelector(d))
+                          if fnmatch.fnmatchcase(posixpath.basename(info.path), part)
+                          and (last or info.type == _DIRECTORY)]
+        found = [c for c, info in zip(candidates, fs.get_file_info(candidates))
+                 if info.type != _NOT_FOUND]
+    return sorted(prefix + path for path in found)
+
+
+def size(url: str) -> int:
+    """The size of file ``url`` in bytes."""
+    info = _info(url)
+    if info.type == _NOT_FOUND:
+        raise FileNotFoundError(errno.ENOENT, "no such file", url)
+    if info.type == _DIRECTORY:
+        raise IsADirectoryError(errno.EISDIR, "a directory has no size", url)
+    return info.size
+
+
+def delete(url: str, recursive: bool = False) -> None:
+    """Delete file or directory ``url``; a non-empty directory only if ``recursive``."""
+    fs, path, _ = _resolve(url)
+    info = _info(url)
+    with _storage_errors("deleting", url):
+        if info.type == _NOT_FOUND:
+            raise FileNotFoundError(errno.ENOENT, "no such file or directory", url)
+        if info.type != _DIRECTORY:
+            fs.delete_file(path)
+        elif recursive or not fs.get_file_info(pafs.FileSelector(path)):
+            fs.delete_dir(path)
+        else:
+            raise OSError(errno.ENOTEMPTY, "directory not empty (use recursive=True)", url)
+
+
+def rename(src_url: str, dst_url: str) -> None:
+    """Move ``src_url`` to ``dst_url`` on the same file system, replacing a file there.
+
+    S3 has no rename: pyarrow copies then deletes, and only files can be moved.
+    """
+    src_fs, src, _ = _resolve(src_url)
+    dst_fs, dst, _ = _resolve(dst_url)
+    if _fs_key(src_url) != _fs_key(dst_url):
+        raise StorageError(f"cannot rename {src_url} to {dst_url}: not on the same file system")
+    with _storage_errors("renaming", src_url):
+        if isinstance(src_fs, pafs.S3FileSystem) and src_fs.get_file_info(src).type == _DIRECTORY:
+            raise StorageError(f"cannot rename directory {src_url}: S3 has no rename and only "
+                               "files can be moved; write to the final location instead")
+        src_fs.move(src, dst)
+
+
+def upload(local_dir_or_file: str, url: str) -> None:
+    """Copy a local file, or a directory tree, to ``url``.
+
+    A reader never sees a half-written file: each file is written under a hidden
+    temporary name (``.NAME.sparktf-tmp-*``) in its directory and renamed when
+    complete.  S3 has no rename, but an object becomes visible only once it is
+    complete, so each file is written to its final key directly.  Files of a
+    directory are written in sorted order; no marker tells that the whole
+    directory is there.
+    """
+    src = local_path(local_dir_or_file)
+    fs, dst, _ = _resolve(url)
+    local = _local_fs()
+    with _storage_errors("uploading to", url):
+        if not os.path.isdir(src):
+            _copy_file(local, src, fs, dst)
+            return
+        count = 0
+        for root, dirs, files in os.walk(src):
+            dirs.sort()
+            rel = os.path.relpath(root, src)
+            target = dst if rel == "." else posixpath.join(dst, *rel.split(os.sep))
+            fs.create_dir(target, recursive=True)
+            for name in sorted(files):
+                _copy_file(local, os.path.join(root, name), fs, posixpath.join(target, name))
+                count += 1
+    logger.info("uploaded %d files from %s to %s", count, src, url)
+
+
+def download(url: str, local_dir_or_file: str) -> None:
+    """Copy file ``url``, or the directory tree under it, to a local path."""
+    fs, src, _ = _resolve(url)
+    dst = local_path(local_dir_or_file)
+    local = _local_fs()
+    with _storage_errors("downloading", url):
+        info = fs.get_file_info(src)
+        if info.type == _NOT_FOUND:
+            raise FileNotFoundError(errno.ENOENT, "no such file or directory", url)
+        if info.type != _DIRECTORY:
+            _copy_file(fs, src, local, dst)
+            return
+        os.makedirs(dst, exist_ok=True)
+        infos = fs.get_file_info(pafs.FileSelector(src, recursive=True))
+        for entry in sorted(infos, key=lambda e: e.path):
+            target = os.path.join(dst, *posixpath.relpath(entry.path, src).split("/"))
+            if entry.type == _DIRECTORY:
+                os.makedirs(target, exist_ok=True)
+            else:
+                _copy_file(fs, entry.path, local, target)
+    logger.info("downloaded %s to %s", url, dst)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _info(url: str) -> pafs.FileInfo:
+    fs, path, _ = _resolve(url)
+    with _storage_errors("getting information on", url):
+        return fs.get_file_info(path)
+
+
+def _copy_file(src_fs: pafs.FileSystem, src: str, dst_fs: pafs.FileSystem, dst: str) -> None:
+    """Copy one file so that ``dst`` appears only once complete (see :func:`upload`)."""
+    atomic = not isinstance(dst_fs, pafs.S3FileSystem)
+    head, name = posixpath.split(dst)
+    tmp = posixpath.join(head, f".{name}.sparktf-tmp-{uuid.uuid4().hex[:8]}") if atomic else dst
+    if isinstance(dst_fs, pafs.LocalFileSystem):
+        dst_fs.create_dir(head, recursive=True)
+    try:
+        with src_fs.open_input_stream(src) as fin, dst_fs.open_output_stream(tmp) as fout:
+            shutil.copyfileobj(fin, fout, _CHUNK)
+        if atomic:
+            dst_fs.move(tmp, dst)
+    except BaseException:
+        if atomic:
+            with contextlib.suppress(Exception):
+                dst_fs.delete_file(tmp)
+        raise
+
+
+def _split(url: str) -> tuple[str, str, str]:
+    """``(scheme, authority, path)`` of a remote URL; path is ``/`` or has no trailing ``/``."""
+    scheme, _, rest = url.partition("://")
+    authority, _, path = rest.partition("/")
+    return scheme.lower(), authority, "/" + path.strip("/")
+
+
+def _fs_key(url: str) -> tuple[str, str]:
+    """What identifies the file system of ``url`` (``s3`` and ``s3a`` are one)."""
+    if is_local(url):
+        return "file", ""
+    scheme, authority, _ = _split(url)
+    return {"s3a": "s3"}.get(scheme, scheme), "" if scheme in ("s3", "s3a") else authority
+
+
+def _resolve(url: str) -> tuple[pafs.FileSystem, str, str]:
+    """``(file system, path, prefix)`` of ``url``; ``prefix + path`` is a URL again."""
+    if is_local(url):
+        path = local_path(url)
+        path = path.rstrip("/") or "/"
+        return _local_fs(), path, "file://" if url.startswith("file://") else ""
+    scheme, authority, path = _split(url)
+    if scheme in ("s3", "s3a"):
+        if not authority:
+            raise StorageError(f"{url} names no bucket: write s3://BUCKET/KEY")
+        return _s3_fs(), authority + ("" if path == "/" else path), f"{scheme}://"
+    if not authority and scheme in ("webhdfs", "swebhdfs"):
+        raise StorageError(f"{url} names no server: write {scheme}://NAMENODE:9870/PATH")
+    if scheme in ("webhdfs", "swebhdfs"):
+        return _webhdfs_fs(scheme, authority), path, f"{scheme}://{authority}"
+    if scheme in ("hdfs", "viewfs"):
+        return _hdfs_fs(scheme, authority, url), path, f"{scheme}://{authority}"
+    raise StorageError(f"unsupported file system scheme {scheme!r} in {url}; supported: "
+                       f"plain paths and {', '.join(s + '://' for s in SCHEMES)}")
+
+
+@functools.lru_cache(maxsize=None)
+def _local_fs() -> pafs.LocalFileSystem:
+    return pafs.LocalFileSystem()
+
+
+def _s3_fs() -> pafs.S3FileSystem:
+    """The S3 file system for the current ``AWS_*`` variables."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL", "")
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    # pyarrow reads the credentials itself; they key the cache so that new ones take effect.
+    credentials = tuple(os.environ.get(name, "") for name in (
+        "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"))
+    return _s3_cached(endpoint, region, credentials)
+
+
+@functools.lru_cache(maxsize=16)
+def _s3_cached(endpoint: str, region: str, _credentials: tuple) -> pafs.S3FileSystem:
+    options = dict(region=region, connect_timeout=_CONNECT_TIMEOUT, request_timeout=30.0,
+                   retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=3))
+    if endpoint:
+        scheme, _, address = endpoint.rpartition("://")
+        options.update(scheme=scheme or "https", endpoint_override=address.rstrip("/"))
+    logger.debug("S3 file system: endpoint %s, region %s", endpoint or "AWS", region)
+    return pafs.S3FileSystem(**options)
+
+
+def _webhdfs_fs(scheme: str, authority: str) -> pafs.PyFileSystem:
+    user = os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+    return _webhdfs_cached(scheme, authority, user)
+
+
+@functools.lru_cache(maxsize=16)
+def _webhdfs_cached(scheme: str, authority: str, user: str) -> pafs.PyFileSystem:
+    if ":" not in authority:
+        authority += ":9871" if scheme == "swebhdfs" else ":9870"
+    http = "https" if scheme == "swebhdfs" else "http"
+    return pafs.PyFileSystem(WebHdfsHandler(f"{http}://{authority}", user))
+
+
+def _hdfs_fs(scheme: str, authority: str, url: str) -> pafs.HadoopFileSystem:
+    _hadoop_environment(url)
+    if scheme == "viewfs":
+        host, port = f"viewfs://{authority}", 0
+    else:   # no port: libhdfs uses the default one, or resolves an HA name service
+        host, _, port_text = authority.partition(":")
+        host, port = host or "default", int(port_text or 0)
+    user = os.environ.get("HADOOP_USER_NAME") or None
+    try:
+        return _hdfs_cached(host, port, user)
+    except (OSError, pa.ArrowException) as e:
+        raise StorageError(f"cannot connect to HDFS for {url}: {e}. Check the namenode address, "
+                           "HADOOP_CONF_DIR and, on a secure cluster, the Kerberos ticket; "
+                           "webhdfs://NAMENODE:9870/PATH needs no Hadoop installation") from e
+
+
+@functools.lru_cache(maxsize=16)
+def _hdfs_cached(host: str, port: int, user: str | None) -> pafs.HadoopFileSystem:
+    logger.debug("HDFS file system: %s:%s as %s", host, port, user or "the default user")
+    return pafs.HadoopFileSystem(host, port, user=user)
+
+
+def _hadoop_environment(url: str) -> None:
+    """Set what libhdfs needs from ``HADOOP_HOME`` and ``java``, or raise what is missing.
+
+    Checked before loading libhdfs because a JVM that cannot start may hang or
+    abort the process instead of raising.
+    """
+    env = os.environ
+    home = env.get("HADOOP_HOME", "")
+    if home and not env.get("CLASSPATH"):
+        hadoop = os.path.join(home, "bin", "hadoop")
+        try:
+            env["CLASSPATH"] = subprocess.run([hadoop, "classpath", "--glob"], check=True,
+                                              capture_output=True, text=True,
+                                              timeout=60).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as e:
+            logger.warning("`%s classpath --glob` failed: %s", hadoop, e)
+    native = os.path.join(home, "lib", "native")
+    if home and not env.get("ARROW_LIBHDFS_DIR") and os.path.exists(native + "/libhdfs.so"):
+        env["ARROW_LIBHDFS_DIR"] = native
+    java = shutil.which("java")
+    if not env.get("JAVA_HOME") and java:
+        env["JAVA_HOME"] = os.path.dirname(os.path.dirname(os.path.realpath(java)))
+
+    missing = []
+    libdir = env.get("ARROW_LIBHDFS_DIR")
+    if not (os.path.exists(f"{libdir}/libhdfs.so") if libdir else ctypes.util.find_library("hdfs")):
+        missing.append("libhdfs.so (Hadoop's native client: $HADOOP_HOME/lib/native, "
+                       "or set ARROW_LIBHDFS_DIR to its directory)")
+    if not env.get("CLASSPATH"):
+        missing.append("CLASSPATH (the Hadoop jars: `$HADOOP_HOME/bin/hadoop classpath --glob`)")
+    java_home = env.get("JAVA_HOME", "")
+    if not any(os.path.exists(os.path.join(java_home, d, "libjvm.so")) for d in (
+            "lib/server", "jre/lib/server", "jre/lib/amd64/server", "lib/amd64/server")):
+        missing.append("JAVA_HOME (a Java installation with lib/server/libjvm.so)")
+    if missing and not home:
+        missing.insert(0, "HADOOP_HOME (a Hadoop installation; CLASSPATH and libhdfs.so are "
+                          "found from it)")
+    if missing:
+        _, authority, path = _split(url)
+        host = authority.partition(":")[0] or "namenode"
+        raise StorageError(f"{url} needs libhdfs, which cannot work here; missing: "
+                           + "; ".join(missing) + ". Without installing anything, read "
+                           f"HDFS over HTTP instead: webhdfs://{host}:9870{path}")
+
+
+@contextlib.contextmanager
+def _storage_errors(doing: str, url: str) -> Iterator[None]:
+    """Turn storage failures into :class:`StorageError` naming ``url`` and what to check.
+
+    A missing path stays a :class:`FileNotFoundError`, and other errors telling
+    what is wrong with a path stay as they are.
+    """
+    try:
+        yield
+    except (StorageError, FileNotFoundError, FileExistsError, IsADirectoryError,
+            NotADirectoryError):
+        raise
+    except OSError as e:
+        if e.errno == errno.ENOTEMPTY:
+            raise
+        raise StorageError(f"{doing} {url} failed: {e}{_hint(url, str(e))}") from e
+    except (pa.ArrowException, HdfsError, requests.RequestException) as e:
+        raise StorageError(f"{doing} {url} failed: {e}{_hint(url, str(e))}") from e
+
+
+def _hint(url: str, message: str) -> str:
+    """What to check after a failure on ``url`` with error ``message``."""
+    scheme = "file" if is_local(url) else _split(url)[0]
+    if scheme not in ("s3", "s3a"):
+        return ""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if any(s in message for s in ("NETWORK_CONNECTION", "curlCode", "onnect", "resolve host")):
+        where = f"the S3 endpoint {endpoint}" if endpoint else "AWS S3 (no AWS_ENDPOINT_URL set)"
+        return (f"\nCannot reach {where}: set AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) to "
+                "the S3 service's address, e.g. http://minio:9000, and check that it is up")
+    if any(s in message for s in ("ACCESS_DENIED", "AccessDenied", "InvalidAccessKeyId",
+                                  "SignatureDoesNotMatch", "403", "credentials")):
+        return ("\nCheck the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(or AWS_PROFILE), and the bucket's permissions")
+    if "NoSuchBucket" in message or "ucket does not exist" in message:
+        return f"\nThe bucket {_split(url)[1]!r} does not exist: create it first"
+    return "\nCheck AWS_ENDPOINT_URL, AWS_REGION and the AWS credentials variables"
+
+
+# ----------------------------------------------------------------------------- WebHDFS
+
+
+class WebHdfsHandler(pafs.FileSystemHandler):
+    """A pyarrow file system over the WebHDFS REST API (``hdfs.InsecureClient``).
+
+    Wrap it in :class:`pyarrow.fs.PyFileSystem`.  Files open for random access
+    read byte ranges (OPEN with offset and length), so Parquet readers fetch a
+    footer and the row groups they need, not whole files.  Written files are
+    buffered in a local temporary file and uploaded when closed.
+    """
+
+    def __init__(self, base_url: str, user: str) -> None:
+        self.base_url = base_url
+        self.user = user
+        self._client: hdfs.InsecureClient | None = None
+
+    def __reduce__(self):
+        return WebHdfsHandler, (self.base_url, self.user)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, WebHdfsHandler)
+                and (self.base_url, self.user) == (other.base_url, other.user))
+
+    def __hash__(self) -> int:
+        return hash((self.base_url, self.user))
+
+    @property
+    def client(self) -> hdfs.InsecureClient:
+        if self._client is None:
+            self._client = hdfs.InsecureClient(self.base_url, user=self.user,
+                                               timeout=(_CONNECT_TIMEOUT, _READ_TIMEOUT))
+        return self._client
+
+    def call(self, path: str, method, *args, **kwargs):
+        """``method(*args, **kwargs)`` with WebHDFS errors turned into Python ones."""
+        try:
+            return method(*args, **kwargs)
+        except HdfsError as e:
+            kind = {"FileNotFoundException": FileNotFoundError,
+                    "FileAlreadyExistsException": FileExistsError,
+                    "AccessControlException": PermissionError,
+                    "ParentNotDirectoryException": NotADirectoryError}.get(e.exception, OSError)
+            raise kind(f"{e} (WebHDFS {self.base_url}, path {path})") from e
+        except requests.RequestException as e:
+            raise StorageError(
+                f"cannot reach the WebHDFS server at {self.base_url} (path {path}): {e}. Check "
+                "the address in the webhdfs:// URL: the namenode's host and HTTP port "
+                "(dfs.namenode.http-address: 9870 by default, 50070 on Hadoop 2)") from e
+
+    def status(self, path: str) -> dict | None:
+        """The FileStatus of ``path``, ``None`` if it does not exist."""
+        try:
+            return self.call(path, self.client.status, path)
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def file_info(path: str, status: dict | None) -> pafs.FileInfo:
+        if status is None:
+            return pafs.FileInfo(path, _NOT_FOUND)
+        if status["type"] == "DIRECTORY":
+            return pafs.FileInfo(path, _DIRECTORY,
+                                 mtime_ns=status["modificationTime"] * 1_000_000)
+        return pafs.FileInfo(path, pafs.FileType.File, size=status["length"],
+                             mtime_ns=status["modificationTime"] * 1_000_000)
+
+    def get_type_name(self) -> str:
+        return "webhdfs"
+
+    def normalize_path(self, path: str) -> str:
+        return path
+
+    def get_file_info(self, paths: list[str]) -> list[pafs.FileInfo]:
+        return [self.file_info(p, self.status(p)) for p in paths]
+
+    def get_file_info_selector(self, selector: pafs.FileSelector) -> list[pafs.FileInfo]:
+        base = selector.base_dir.rstrip("/") or "/"
+        try:
+            entries = self.call(base, self.client.list, base, status=True)
+        except FileNotFoundError:
+            if selector.allow_not_found:
+                return []
+            raise
+        infos = []
+        for name, status in entries:
+            child = posixpath.join(base, name)
+            infos.append(self.file_info(child, status))
+            if selector.recursive and status["type"] == "DIRECTORY":
+                infos += self.get_file_info_selector(pafs.FileSelector(child, recursive=True))
+        return infos
+
+    def create_dir(self, path: str, recursive: bool) -> None:
+        parent = posixpath.dirname(path)
+        if not recursive and (self.status(parent) or {}).get("type") != "DIRECTORY":
+            raise FileNotFoundError(errno.ENOENT, "parent directory does not exist", parent)
+        self.call(path, self.client.makedirs, path)
+
+    def delete_dir(self, path: str) -> None:
+        if (self.status(path) or {}).get("type") != "DIRECTORY":
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
+        self.call(path, self.client.delete, path, recursive=True)
+
+    def delete_dir_contents(self, path: str, missing_dir_ok: bool = False) -> None:
+        selector = pafs.FileSelector(path, allow_not_found=missing_dir_ok)
+        for info in self.get_file_info_selector(selector):
+            self.call(info.path, self.client.delete, info.path, recursive=True)
+
+    def delete_root_dir_contents(self) -> None:
+        self.delete_dir_contents("/")
+
+    def delete_file(self, path: str) -> None:
+        status = self.status(path)
+        if status is None:
+            raise FileNotFoundError(errno.ENOENT, "no such file", path)
+        if status["type"] != "FILE":
+            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+        self.call(path, self.client.delete, path)
+
+    def move(self, src: str, dest: str) -> None:
+        """Rename; a file at ``dest`` is replaced (deleted first: WebHDFS cannot overwrite)."""
+        status = self.status(dest)
+        if status and status["type"] == "DIRECTORY":
+            raise FileExistsError(errno.EEXIST, "destination is a directory", dest)
+        if status:
+            self.call(dest, self.client.delete, dest)
+        self.call(src, self.client.rename, src, dest)
+
+    def copy_file(self, src: str, dest: str) -> None:
+        with self.open_input_stream(src) as fin, self.open_output_stream(dest, None) as fout:
+            shutil.copyfileobj(fin, fout, _CHUNK)
+
+    def open_input_file(self, path: str) -> pa.PythonFile:
+        status = self.status(path)
+        if status is None:
+            raise FileNotFoundError(errno.ENOENT, "no such file", path)
+        if status["type"] != "FILE":
+            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+        return pa.PythonFile(_WebHdfsReader(self, path, status["length"]), mode="r")
+
+    def open_input_stream(self, path: str) -> pa.PythonFile:
+        return self.open_input_file(path)
+
+    def open_output_stream(self, path: str, metadata) -> pa.PythonFile:
+        return pa.PythonFile(_WebHdfsWriter(self, path), mode="w")
+
+    def open_append_stream(self, path: str, metadata) -> pa.PythonFile:
+        raise NotImplementedError("appending over WebHDFS is not supported")
+
+
+class _WebHdfsReader(io.RawIOBase):
+    """Reads a WebHDFS file by byte ranges (OPEN with offset and length).
+
+    After a seek the range requested is small (64 KiB, or the read's size); while
+    reads go on sequentially it doubles up to 16 MiB, so scanning a file takes
+    few requests.  The response is streamed in chunks, never held whole.
+    """
+
+    def __init__(self, handler: WebHdfsHandler, path: str, length: int) -> None:
+        super().__init__()
+        self._handler, self._path, self._size = handler, path, length
+        self._pos = 0
+        self._response: requests.Response | None = None
+        self._response_pos = self._response_end = 0
+        self._window = _MIN_WINDOW
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        wanted = max(0, min(len(view), self._size - self._pos))
+        done = 0
+        while done < wanted:
+            if self._response is None or self._response_pos != self._pos \
+                    or self._response_pos >= self._response_end:
+                self._request(wanted - done)
+            step = min(wanted - done, self._response_end - self._response_pos, _CHUNK)
+            data = self._response.raw.read(step)
+            if not data:
+                raise OSError(f"WebHDFS {self._handler.base_url} ended {self._path} early "
+                              f"at byte {self._pos} of {self._size}")
+            view[done:done + len(data)] = data
+            done += len(data)
+            self._pos += len(data)
+            self._response_pos += len(data)
+        return done
+
+    def _request(self, needed: int) -> None:
+        sequential = self._response is not None and self._response_pos == self._pos
+        self._window = min(2 * self._window, _MAX_WINDOW) if sequential else _MIN_WINDOW
+        self._drop_response()
+        length = min(max(needed, self._window), self._size - self._pos)
+        client = self._handler.client
+        self._response = self._handler.call(self._path, client._open, self._path,
+                                            offset=self._pos, length=length)
+        self._response_pos, self._response_end = self._pos, self._pos + length
+
+    def _drop_response(self) -> None:
+        if self._response is not None:
+            self._response.close()
+            self._response = None
+
+    def close(self) -> None:
+        self._drop_response()
+        super().close()
+
+
+class _WebHdfsWriter:
+    """Buffers written bytes in a local temporary file and uploads them on close.
+
+    The upload is WebHDFS's two-step CREATE, so the file appears only once whole.
+    Dropping the writer without closing it uploads nothing.
+    """
+
+    def __init__(self, handler: WebHdfsHandler, path: str) -> None:
+        self._handler, self._path = handler, path
+        self._buffer = tempfile.TemporaryFile(prefix="sparktf-webhdfs-")
+        self.closed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        return self._buffer.write(data)
+
+    def tell(self) -> int:
+        return self._buffer.tell()
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._buffer.seek(0)
+            client = self._handler.client
+            self._handler.call(self._path, client.write, self._path, data=self._buffer,
+                               overwrite=True)
+        finally:
+            self._buffer.close()
