@@ -259,10 +259,16 @@ class TFCluster:
             if kind == "closed":
                 return
             with self._cond:
-                if kind == "job":
-                    self._on_job_done(msg.get("error", ""))
-                else:
-                    self._on_node_message(self.nodes[node], kind, msg)
+                try:
+                    if kind == "job":
+                        self._on_job_done(msg.get("error", ""))
+                    else:
+                        self._on_node_message(self.nodes[node], kind, msg)
+                except (KeyError, TypeError, ValueError, AttributeError) as e:
+                    # Authenticated but malformed: a version mismatch, never a reason
+                    # to lose the monitor.
+                    logger.warning("sparktf: ignoring a malformed control message from node %s "
+                                   "(%s): %r (%s)", node, kind, msg, e)
                 self._cond.notify_all()
 
     def _on_node_message(self, n: NodeState, kind: str, msg: dict) -> None:
@@ -668,12 +674,18 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
         cluster._tensorboard_node = (chief or rolemod.data_nodes(roles))[0]
     try:
         cluster._start(payload, reservation_timeout, node_env, node_dir,
-                       log_dir and paths.local_path(log_dir))
+                       log_dir and _log_dir(log_dir))
     except SparkTFError:
         if not cluster._may_restart():
             raise
         cluster._restart()
     return cluster
+
+
+def _log_dir(log_dir: str) -> str:
+    """``log_dir`` as the nodes get it: an absolute local path, or a remote URL unchanged."""
+    from . import fs
+    return paths.local_path(log_dir) if fs.is_local(log_dir) else log_dir
 
 
 def _is_dataframe(data: Any) -> bool:

@@ -44,6 +44,7 @@ class ControlServer:
         self._num_nodes = num_nodes
         self.events: queue.Queue[Event] = queue.Queue()
         self._channels: dict[tuple[int, str], Channel] = {}
+        self._seen: set[tuple[int, str]] = set()  # every (node, kind) that registered
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._sock = socket.create_server((host, 0))
@@ -70,8 +71,14 @@ class ControlServer:
                     or not 0 <= node < self._num_nodes or kind not in ("node", "supervisor")):
                 raise ProtocolError(f"bad hello from {chan.peer}: {hello!r}")
             sock.settimeout(None)
-            key = (node, kind)
             with self._lock:
+                if (node, kind) in self._seen:
+                    # Each node connects once per cluster; a second one comes from
+                    # a barrier stage that Spark retried on its own (the driver
+                    # restarts clusters itself) and must not join this cluster.
+                    raise ProtocolError(f"node {node} ({kind}) connected a second time")
+                self._seen.add((node, kind))
+                key = (node, kind)
                 self._channels[key] = chan
             while True:
                 msg, _ = chan.recv()

@@ -6,6 +6,11 @@ free port, so there is no race between choosing and binding), or with
 URL TensorBoard prints is reported to the driver, which logs it and returns it
 from ``cluster.tensorboard_url()``.  The server is stopped with the node; it
 also dies with the supervisor (parent-death signal), so it is never left behind.
+
+It always reads a local directory, the node's ``ctx.log_dir``: with a remote
+``log_dir`` (``s3://``, ``hdfs://``...), which neither TensorFlow nor
+TensorBoard can use here, that is the node's own ``<node_dir>/tensorboard``,
+mirrored to the URL by :mod:`sparktf.node.logsync`.
 """
 
 from __future__ import annotations

@@ -18,9 +18,11 @@ class NodeContext:
     ``working_dir`` (the driver's working directory), ``node_dir`` (this
     node's local scratch directory, which holds its log), ``log_dir`` (where
     TensorBoard, with ``tensorboard=True``, reads event files: write summaries
-    there), ``mgr`` (the handle :class:`sparktf.TFNode.DataFeed` takes; None
-    in TENSORFLOW mode) and ``tmp_socket`` (the socket holding the TF port
-    while ``release_port=False``).
+    there; always a local directory), ``log_url`` (with a remote ``log_dir``
+    such as ``s3://...``: the URL that ``log_dir`` is mirrored to, see
+    :mod:`sparktf.node.logsync`; None otherwise), ``mgr`` (the handle
+    :class:`sparktf.TFNode.DataFeed` takes; None in TENSORFLOW mode) and
+    ``tmp_socket`` (the socket holding the TF port while ``release_port=False``).
     """
 
     def __init__(self, spec: dict, mgr: Any = None,
@@ -35,6 +37,7 @@ class NodeContext:
         self.working_dir: str = spec["working_dir"]
         self.node_dir: str = spec["node_dir"]
         self.log_dir: str = spec["log_dir"]
+        self.log_url: str | None = spec.get("log_url")
         self.host: str = spec["host"]
         self.tf_port: int = spec["tf_port"]
         #: 0 on the first start; n after the n-th restart (``max_restarts``).

@@ -24,7 +24,7 @@ import sys
 from typing import Iterator
 
 from .. import roles as rolemod
-from . import procs
+from . import logsync, procs
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,11 @@ def start_node(plan: dict, payload: bytes, node: int, host: str, port_sock: sock
     node_dir = os.path.join(plan["base_dir"] or os.path.join(os.getcwd(), "sparktf-nodes"),
                             plan["cluster_id"], f"node-{node}")
     os.makedirs(node_dir, exist_ok=True)
+    # With a remote log_dir the node writes to a local directory, mirrored to log_url.
+    log_dir, log_url = plan["log_dir"] or os.path.join(node_dir, "tensorboard"), None
+    if logsync.is_remote(plan["log_dir"]):
+        log_dir = os.path.join(node_dir, "tensorboard")
+        log_url = logsync.node_url(plan["log_dir"], role.job, role.index, cluster_spec)
     spec = {
         "node": node, "job": role.job, "index": role.index, "host": host,
         "tf_port": port_sock.getsockname()[1], "executor": executor_id(),
@@ -83,7 +88,7 @@ def start_node(plan: dict, payload: bytes, node: int, host: str, port_sock: sock
         "node_dir": node_dir, "detach": detach, "attempt": plan.get("attempt", 0),
         "log_path": os.path.join(node_dir, "node.log"),
         "tensorboard": plan["tensorboard"] == node,
-        "log_dir": plan["log_dir"] or os.path.join(node_dir, "tensorboard"),
+        "log_dir": log_dir, "log_url": log_url,
         "payload_path": os.path.join(node_dir, "payload.pkl"),
     }
     _private_file(spec["payload_path"], payload)

@@ -8,6 +8,10 @@ node process.  It
 * stops that group when the driver says ``stop``, when the control
   connection to the driver is lost, or when its owner dies (the Spark task in
   TENSORFLOW mode, the executor JVM in SPARK mode): no orphans;
+* with a remote ``log_dir`` (``s3://``, ``hdfs://``...), runs the process
+  that mirrors the node's local log directory there
+  (:mod:`sparktf.node.logsync`) and lets it make its last, time-bounded
+  upload after the node has ended;
 * reports how the node ended (exit code, whether it was stopped, the last
   lines of its log) to the driver, which is how a SIGKILLed or OOM-killed
   node still produces a useful error.
@@ -27,7 +31,7 @@ import threading
 
 from .. import tensorboard
 from ..control import ControlClient
-from . import procs
+from . import logsync, procs
 from .main import PORT_FD_ENV
 
 logger = logging.getLogger("sparktf.node.supervisor")  # runs as __main__
@@ -56,6 +60,11 @@ class Supervisor:
             self.tensorboard = tensorboard.start(
                 spec["log_dir"], spec["host"], sys.stderr.buffer,
                 lambda url: self.control.send({"type": "tensorboard", "url": url}))
+        self.logsync = None
+        if spec.get("log_url"):  # a remote log_dir: mirror the node's local one there
+            sync_env = {k: v for k, v in env.items() if k not in ("TF_CONFIG", PORT_FD_ENV)}
+            self.logsync = logsync.start(spec["log_dir"], spec["log_url"], sync_env,
+                                         sys.stderr)
         self.control = ControlClient(spec["control"], bytes.fromhex(spec["secret"]),
                                      spec["node"], "supervisor",
                                      on_message=self._on_message,
@@ -85,6 +94,8 @@ class Supervisor:
     def wait(self) -> int:
         code = self.proc.wait()
         procs.kill_group(self.proc.pid)  # what the node left behind in its group
+        if self.logsync is not None:  # the last upload, bounded: before reporting the exit
+            logsync.finish(*self.logsync, self.spec["log_url"])
         if self.tensorboard is not None:
             procs.stop_group(self.tensorboard, grace=2.0)
         stopped = self._stopping.is_set()

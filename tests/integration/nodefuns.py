@@ -162,14 +162,21 @@ def checkpointed_fit(args, ctx):
     with strategy.scope():
         model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
         model.compile(optimizer=tf.keras.optimizers.SGD(0.05), loss="mse")
-    ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
-    manager = sparktf.CheckpointManager(ckpt, args["model_dir"], ctx, max_to_keep=3)
-    done = manager.restore_or_initialize()
-    with open(os.path.join(args["out"], f"start-{ctx.attempt}-{ctx.executor_id}.json"), "w") as f:
-        json.dump({"attempt": ctx.attempt, "restored": done}, f)
+    if args.get("keras_backup"):  # Keras' own BackupAndRestore on a shared local directory
+        manager, done = None, 0
+        saving = tf.keras.callbacks.BackupAndRestore(args["model_dir"])
+    else:
+        ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        manager = sparktf.CheckpointManager(ckpt, args["model_dir"], ctx, max_to_keep=3)
+        done = manager.restore_or_initialize()
+        saving = manager.keras_callback()
 
     class Kill(tf.keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
+            if not hasattr(self, "epoch"):
+                name = f"start-{ctx.attempt}-{ctx.executor_id}.json"
+                with open(os.path.join(args["out"], name), "w") as f:
+                    json.dump({"attempt": ctx.attempt, "restored": done, "first_epoch": epoch}, f)
             self.epoch = epoch
 
         def on_train_batch_begin(self, batch, logs=None):
@@ -179,9 +186,10 @@ def checkpointed_fit(args, ctx):
                     f.write(str(time.time()))
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    model.fit(ds.with_options(opts), epochs=args["epochs"], initial_epoch=done,
-              steps_per_epoch=steps, verbose=0, callbacks=[Kill(), manager.keras_callback()])
+    hist = model.fit(ds.with_options(opts), epochs=args["epochs"], initial_epoch=done,
+                     steps_per_epoch=steps, verbose=0, callbacks=[Kill(), saving])
     loss = float(model.evaluate(x, y, verbose=0))  # collective: every node evaluates
     if ctx.is_chief:
         with open(os.path.join(args["out"], f"final-{ctx.attempt}.json"), "w") as f:
-            json.dump({"loss": loss, "latest": manager.latest_checkpoint}, f)
+            json.dump({"loss": loss, "epochs_run": len(hist.history["loss"]),
+                       "latest": manager and manager.latest_checkpoint}, f)

@@ -3,22 +3,28 @@
 import glob
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 
 import nodefuns
+from conftest import sparktf_processes
 from sparktf import TFCluster
 from sparktf.errors import NodeError
 
 pytestmark = pytest.mark.integration
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 
-def fit(sc, out, model_dir, epochs=6, kill_epoch=None, **kw):
+
+def fit(sc, out, model_dir, epochs=6, kill_epoch=None, keras_backup=False, **kw):
     os.makedirs(out, exist_ok=True)
     args = {"out": str(out), "model_dir": str(model_dir), "epochs": epochs,
-            "kill_epoch": kill_epoch}
+            "kill_epoch": kill_epoch, "keras_backup": keras_backup}
     cluster = TFCluster.run(sc, nodefuns.checkpointed_fit, args, 2, reservation_timeout=120, **kw)
     return cluster
 
@@ -38,8 +44,8 @@ def test_restart_after_sigkill_resumes_from_checkpoint(sc, tmp_path, no_leftover
     cluster.shutdown()
     assert cluster.restarts == 1
     assert os.path.exists(out / "killed")
-    restored = [s["restored"] for s in starts(out) if s["attempt"] == 1]
-    assert len(restored) == 2 and restored[0] == restored[1] >= 2, starts(out)
+    restored = [(s["restored"], s["first_epoch"]) for s in starts(out) if s["attempt"] == 1]
+    assert len(restored) == 2 and restored[0] == restored[1] and restored[0][0] >= 2, starts(out)
     assert "restart 1 of 1 after: TF node worker:1" in caplog.text
     assert "killed by signal 9" in caplog.text
     final = json.load(open(out / "final-1.json"))
@@ -48,18 +54,20 @@ def test_restart_after_sigkill_resumes_from_checkpoint(sc, tmp_path, no_leftover
 
 
 def test_without_restarts_the_driver_raises_and_a_new_run_resumes(sc, tmp_path, no_leftovers):
-    cluster = fit(sc, tmp_path / "a", tmp_path / "model", kill_epoch=2)
+    """The same with Keras' BackupAndRestore: the driver raises, a second run resumes."""
+    cluster = fit(sc, tmp_path / "a", tmp_path / "model", kill_epoch=2, keras_backup=True)
     with pytest.raises(NodeError, match="worker:1.*killed by signal 9"):
         cluster.shutdown()
     raised = time.time()
     killed = float(open(tmp_path / "a" / "killed").read())
     assert raised - killed < 10
 
-    again = fit(sc, tmp_path / "b", tmp_path / "model")
+    again = fit(sc, tmp_path / "b", tmp_path / "model", keras_backup=True)
     again.shutdown()
-    restored = {s["restored"] for s in starts(tmp_path / "b")}
-    assert len(restored) == 1 and restored.pop() >= 2
-    assert json.load(open(tmp_path / "b" / "final-0.json"))["latest"].endswith("ckpt-6")
+    first = {s["first_epoch"] for s in starts(tmp_path / "b")}
+    assert len(first) == 1 and first.pop() >= 2, starts(tmp_path / "b")
+    final = json.load(open(tmp_path / "b" / "final-0.json"))
+    assert final["epochs_run"] <= 4 and final["loss"] < 0.05, final
 
 
 def test_spark_mode_restart_feeds_the_interrupted_epoch_again(sc, tmp_path, no_leftovers):
@@ -74,5 +82,36 @@ def test_spark_mode_restart_feeds_the_interrupted_epoch_again(sc, tmp_path, no_l
     cluster.train(rdd, num_epochs=3)
     cluster.shutdown()
     assert cluster.restarts == 1
-    assert [s["restored"] for s in starts(tmp_path) if s["attempt"] == 1] == [1, 1]
+    assert [s["first_epoch"] for s in starts(tmp_path) if s["attempt"] == 1] == [1, 1]
     assert json.load(open(tmp_path / "final-1.json"))["latest"].endswith("ckpt-3")
+
+
+def test_killing_the_driver_leaves_no_node_or_tensorboard(tmp_path):
+    """kill -9 of the driver: every node, supervisor and TensorBoard exits within 30 s."""
+    assert not sparktf_processes(), "sparktf processes from an earlier test are still running"
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
+    driver = subprocess.Popen([sys.executable, os.path.join(HERE, "orphan_driver.py"),
+                               str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, env=env, start_new_session=True)
+    try:
+        line = driver.stdout.readline()  # blocks until the cluster runs (or the driver dies)
+        assert line.startswith("RUNNING http://"), line
+        ours = sparktf_processes()
+        kinds = " ".join(cmd for _, cmd in ours)
+        assert "sparktf.node.main" in kinds and "sparktf.node.supervisor" in kinds
+        assert "tensorboard.main" in kinds
+        driver.kill()
+        killed = time.monotonic()
+        alive = {pid for pid, _ in ours}
+        while alive and time.monotonic() - killed < 30:
+            alive = {pid for pid in alive if pid in dict(sparktf_processes())}
+            time.sleep(0.2)
+        assert not alive, f"still running 30 s after the driver was killed: {sparktf_processes()}"
+        print(f"all sparktf processes gone {time.monotonic() - killed:.1f}s after kill -9")
+    finally:
+        driver.kill()
+        driver.wait()
+        try:  # the Spark JVMs the driver started (its own process group)
+            os.killpg(driver.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

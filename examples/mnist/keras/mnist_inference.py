@@ -5,6 +5,9 @@
         --output predictions
 
 Writes ``label,prediction`` CSV lines to ``--output`` and prints the accuracy.
+``--export_dir`` may be a local path or an ``hdfs://``, ``webhdfs://`` or ``s3://`` URL;
+``--images_labels`` and ``--output`` are read and written by Spark itself (for S3 Spark
+needs ``hadoop-aws``: see the README).
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ import sys
 def infer_fun(args, ctx):
     import numpy as np
     import tensorflow as tf
-    model = tf.keras.models.load_model(ctx.absolute_path(args.export_dir).removeprefix("file://"))
+
+    import sparktf
+    # The export may be remote (hdfs://, webhdfs://, s3://): load it from a local copy.
+    with sparktf.local_copy(ctx.absolute_path(args.export_dir)) as path:
+        model = tf.keras.models.load_model(path)
     feed = ctx.get_data_feed(train_mode=False)
     while not feed.should_stop():
         batch = feed.next_batch(args.batch_size)

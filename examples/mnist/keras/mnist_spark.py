@@ -4,7 +4,9 @@
         --cluster_size 2 --images_labels data/mnist/csv/train \\
         --model_dir mnist_model --export_dir mnist_export
 
-The chief exports a SavedModel to ``--export_dir``; checkpoints go to ``--model_dir``.
+The chief exports a SavedModel to ``--export_dir`` (a local path or an ``hdfs://``,
+``webhdfs://`` or ``s3://`` URL). ``--model_dir`` is accepted as in TensorFlowOnSpark but not
+used: ``mnist_tf.py`` shows checkpointing and resuming.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ def main_fun(args, ctx):
     import tensorflow as tf
     from mnist_model import build_model
 
+    import sparktf
+
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     feed = ctx.get_data_feed(train_mode=True)
     ds = feed.dataset(args.batch_size).map(
@@ -27,13 +31,10 @@ def main_fun(args, ctx):
         model = build_model(tf)
     hist = model.fit(ds, epochs=args.epochs, verbose=2)
     print(f"final loss: {hist.history['loss'][-1]:.4f}", flush=True)
-    # Every MWMS worker must take part in saving; only the chief's copy is the export.
-    chief = ctx.job_name == "chief"
-    export_dir = ctx.absolute_path(args.export_dir).removeprefix("file://")
-    target = export_dir if chief else os.path.join(ctx.node_dir, "export-tmp")
-    model.save(target)
-    if chief:
-        print(f"exported SavedModel to {export_dir}", flush=True)
+    # Every MWMS worker must take part in saving; only the chief's copy is the export,
+    # written to a local path or an hdfs://, webhdfs:// or s3:// URL.
+    if sparktf.export_model(args.export_dir, model.save, ctx):
+        print(f"exported SavedModel to {args.export_dir}", flush=True)
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
     p.add_argument("--images_labels", default="data/mnist/csv/train", help="CSV input")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch_size", type=int, default=64, help="per-worker batch size")
-    p.add_argument("--model_dir", default="mnist_model")
+    p.add_argument("--model_dir", default="mnist_model", help="unused (see mnist_tf.py)")
     p.add_argument("--export_dir", default="mnist_export")
     args = p.parse_args()
 

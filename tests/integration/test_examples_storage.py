@@ -1,0 +1,128 @@
+"""The MNIST examples on remote storage: S3 (moto) and WebHDFS (the test server).
+
+The examples' ``run(sc, args)`` functions run in the session's Spark (no
+spark-submit): ``mnist_data_setup`` writes S3 and WebHDFS from the executors,
+``mnist_tf`` trains from TFRecords and Parquet there, each worker reporting
+the files it read, checkpoints to S3 and resumes from them, and exports a
+model that loads back and predicts the held-out test set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+from pyspark import cloudpickle
+
+from sparktf import fs, local_copy, readers
+
+pytestmark = pytest.mark.integration
+
+MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "examples", "mnist")
+for _path in (MNIST, os.path.join(MNIST, "keras")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import mnist_data_setup  # noqa: E402
+import mnist_tf  # noqa: E402
+
+# The executors and TF nodes get the examples' functions by value, not by import.
+cloudpickle.register_pickle_by_value(mnist_data_setup)
+cloudpickle.register_pickle_by_value(mnist_tf)
+
+
+def data_setup(sc, output, env=None, formats="csv,tfr,parquet"):
+    args = mnist_data_setup.parser().parse_args(["--output", output, "--formats", formats])
+    return mnist_data_setup.run(sc, args, env=env)
+
+
+def train(sc, report_dir, env=None, **options):
+    """Run mnist_tf on 2 nodes with ``--option value`` arguments; the workers' reports."""
+    argv = ["--cluster_size", "2", "--steps_per_epoch", "20", "--report_dir", str(report_dir)]
+    for name, value in options.items():
+        argv += [f"--{name}", str(value)]
+    mnist_tf.run(sc, mnist_tf.parser().parse_args(argv), env=env)
+    return [json.load(open(os.path.join(report_dir, f"worker-{rank}.json"))) for rank in (0, 1)]
+
+
+def assert_sharded(reports, files):
+    """Every file was read by exactly one worker, and every worker read some."""
+    mine = [r["files"] for r in reports]
+    assert all(mine), mine
+    assert sorted(f for m in mine for f in m) == sorted(files), (mine, files)
+
+
+def part_files(url):
+    return [u for u in fs.listdir(url) if os.path.basename(u).startswith("part-")]
+
+
+@pytest.fixture(scope="module")
+def s3_mnist(sc, s3_server):
+    """MNIST written to S3 by mnist_data_setup (the executors get the AWS variables)."""
+    return data_setup(sc, s3_server["url"] + "/mnist", env=s3_server["env"])
+
+
+def test_data_setup_writes_s3(s3_mnist):
+    for fmt in ("csv", "tfr", "parquet"):
+        for split in ("train", "test"):
+            names = [os.path.basename(u) for u in fs.listdir(f"{s3_mnist}/{fmt}/{split}")]
+            assert len(names) == 5 and "_SUCCESS" in names, names
+    lines = b"".join(fs.open_input(u).read() for u in part_files(s3_mnist + "/csv/test"))
+    lines = lines.decode().splitlines()
+    assert len(lines) == 1000 and len(lines[0].split(",")) == 785
+
+
+def test_train_on_s3_resume_from_s3_checkpoint_and_export(sc, s3_server, s3_mnist, tmp_path,
+                                                          no_leftovers):
+    env, model_dir = s3_server["env"], s3_server["url"] + "/mnist-model"
+    first = train(sc, tmp_path / "first", env, images_labels=s3_mnist + "/parquet/train",
+                  format="parquet", epochs=2, model_dir=model_dir,
+                  export_dir=s3_server["url"] + "/mnist-export-1")
+    assert [r["initial_epoch"] for r in first] == [0, 0]
+    assert_sharded(first, part_files(s3_mnist + "/parquet/train"))
+    assert fs.exists(model_dir + "/ckpt-2.index")
+    assert fs.exists(s3_server["url"] + "/mnist-export-1/saved_model.pb")
+
+    # Same model directory, 3 epochs in all: resumes after epoch 2, now from TFRecords.
+    export = s3_server["url"] + "/mnist-export-2"
+    second = train(sc, tmp_path / "second", env, images_labels=s3_mnist + "/tfr/train",
+                   format="tfr", epochs=3, model_dir=model_dir, export_dir=export)
+    assert [r["initial_epoch"] for r in second] == [2, 2]
+    assert_sharded(second, part_files(s3_mnist + "/tfr/train"))
+    assert fs.exists(model_dir + "/ckpt-3.index")
+
+    tf_keras = pytest.importorskip("tf_keras")
+    with local_copy(export) as path:
+        model = tf_keras.models.load_model(path)
+    test = next(readers.parquet_dataset(s3_mnist + "/parquet/test",
+                                        batch_size=1000).as_numpy_iterator())
+    predicted = np.argmax(model.predict(test["image"].reshape(-1, 28, 28, 1), verbose=0), 1)
+    accuracy = float(np.mean(predicted == test["label"]))
+    print(f"S3 export, 3 epochs x 20 steps: test accuracy {accuracy:.4f}")
+    assert len(test["label"]) == 1000 and accuracy > 0.8, accuracy
+
+
+@pytest.mark.parametrize("fmt", ["tfr", "parquet"])
+def test_train_on_webhdfs_each_file_read_by_one_worker(sc, webhdfs_server, tmp_path, fmt,
+                                                       no_leftovers):
+    base = f"{webhdfs_server.url}/mnist-{fmt}"
+    data_setup(sc, base, formats=fmt)
+    files = part_files(f"{base}/{fmt}/train")
+    before = webhdfs_server.stats()
+    reports = train(sc, tmp_path, images_labels=f"{base}/{fmt}/train", format=fmt, epochs=1,
+                    model_dir=f"{base}/model", export_dir=f"{base}/export")
+    assert_sharded(reports, files)
+    after = webhdfs_server.stats()
+    for url in files:
+        path = url.split("://", 1)[1].split("/", 1)[1]
+        path = "/" + path
+        opened = after["opened"].get(path, 0) - before["opened"].get(path, 0)
+        sent = after["bytes_sent"].get(path, 0) - before["bytes_sent"].get(path, 0)
+        # Read by one worker: every byte about once; a second reader would double it.
+        assert opened >= 1 and fs.size(url) <= sent < 2 * fs.size(url), (path, opened, sent)
+    assert fs.exists(f"{base}/model/ckpt-1.index")
+    assert fs.exists(f"{base}/export/saved_model.pb")
