@@ -24,7 +24,7 @@ import sys
 from typing import Iterator
 
 from .. import roles as rolemod
-from . import logsync, procs
+from . import procs
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,8 @@ def start_node(plan: dict, payload: bytes, node: int, host: str, port_sock: sock
                             plan["cluster_id"], f"node-{node}")
     os.makedirs(node_dir, exist_ok=True)
     # With a remote log_dir the node writes to a local directory, mirrored to log_url.
+    # (Imported here: `python -m sparktf.node.logsync` must not find it imported by sparktf.)
+    from . import logsync
     log_dir, log_url = plan["log_dir"] or os.path.join(node_dir, "tensorboard"), None
     if logsync.is_remote(plan["log_dir"]):
         log_dir = os.path.join(node_dir, "tensorboard")

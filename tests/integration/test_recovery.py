@@ -115,3 +115,22 @@ def test_killing_the_driver_leaves_no_node_or_tensorboard(tmp_path):
             os.killpg(driver.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_the_secret_never_reaches_driver_or_executor_logs(sc, tmp_path, no_leftovers, caplog):
+    import feedfuns
+    caplog.set_level("DEBUG", logger="sparktf")
+    cluster = TFCluster.run(sc, feedfuns.count_rows, {"out": str(tmp_path)}, 2,
+                            input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120)
+    cluster.train(sc.parallelize([(np.zeros(4, "float32"), i) for i in range(500)], 3))
+    cluster.shutdown()
+    secret = cluster._secret
+    executor_dirs = {os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(n.log))))
+                     for n in cluster.nodes}
+    logs = [caplog.text] + [open(os.path.join(d, name), errors="replace").read()
+                            for d in executor_dirs for name in ("stdout", "stderr")
+                            if os.path.exists(os.path.join(d, name))]
+    logs += [open(n.log, errors="replace").read() for n in cluster.nodes]
+    assert len(logs) >= 5 and "sparktf" in "".join(logs[1:])
+    for text in logs:
+        assert secret.hex() not in text and repr(secret)[2:-1] not in text
