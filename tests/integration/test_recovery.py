@@ -85,6 +85,17 @@ def test_spark_mode_restart_feeds_the_interrupted_epoch_again(sc, tmp_path, no_l
     assert [s["first_epoch"] for s in starts(tmp_path) if s["attempt"] == 1] == [1, 1]
     assert json.load(open(tmp_path / "final-1.json"))["latest"].endswith("ckpt-3")
 
+    # A new cluster on the same model directory resumes there: one more epoch, the 4th.
+    os.makedirs(tmp_path / "again")
+    again = TFCluster.run(sc, nodefuns.checkpointed_fit,
+                          {"out": str(tmp_path / "again"), "model_dir": str(tmp_path / "model"),
+                           "epochs": 4, "spark": True}, 2,
+                          input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120)
+    again.train(rdd, num_epochs=1)
+    again.shutdown()
+    assert [s["first_epoch"] for s in starts(tmp_path / "again")] == [3, 3]
+    assert json.load(open(tmp_path / "again" / "final-0.json"))["latest"].endswith("ckpt-4")
+
 
 def test_killing_the_driver_leaves_no_node_or_tensorboard(tmp_path):
     """kill -9 of the driver: every node, supervisor and TensorBoard exits within 30 s."""

@@ -173,6 +173,7 @@ def test_event_files_reach_s3(sc, s3_server, tmp_path, no_leftovers):
                             master_node="chief", tensorboard=True, log_dir=url, env=env,
                             reservation_timeout=120)
     tb = cluster.tensorboard_url()
+    print(f"T run {time.monotonic() - started:.1f}", file=sys.stderr)
     try:
         assert tb and get(tb)[0] == 200
         deadline, tags, mirrored = time.monotonic() + 120, {}, []
@@ -182,6 +183,7 @@ def test_event_files_reach_s3(sc, s3_server, tmp_path, no_leftovers):
             if any("epoch_loss" in t for t in tags.values()) and mirrored:
                 break
             time.sleep(0.5)
+        print(f"T tags {time.monotonic() - started:.1f}", file=sys.stderr)
         assert any("epoch_loss" in t for t in tags.values()), tags  # TensorBoard reads locally
         assert mirrored, fs.listdir(s3_server["url"])        # uploaded while running
     finally:
