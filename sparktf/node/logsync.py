@@ -102,7 +102,7 @@ class Mirror:
     """Uploads the files under ``local_dir`` that are new or changed to ``url``.
 
     A file counts as changed when its size or modification time differs from
-    what they were before its last successful upload.  :meth:`sync` never
+    those it had before its last successful upload.  :meth:`sync` never
     raises: a failure is logged and the file is tried again on the next pass.
     """
 
@@ -137,8 +137,13 @@ class Mirror:
         """
         from .. import fs
 
+        try:
+            todo = self.pending()
+        except OSError as e:  # the local directory cannot be read
+            self._failed(self.local_dir, f"{type(e).__name__}: {e}")
+            return False
         count = 0
-        for rel, key in self.pending():
+        for rel, key in todo:
             target = fs.join(self.url, *rel.split(os.sep))
             try:
                 fs.upload(os.path.join(self.local_dir, rel), target)
@@ -190,7 +195,7 @@ def run(mirror: Mirror, interval: float, stop: threading.Event, timeout: float) 
                        "within %g s (%s); files written since the previous upload may be "
                        "missing there", mirror.local_dir, mirror.url, timeout, TIMEOUT_ENV)
         return TIMED_OUT
-    if not result[0]:
+    if not (result and result[0]):
         logger.warning("the last upload of TensorBoard logs from %s to %s failed; files "
                        "written since the previous successful upload are missing there",
                        mirror.local_dir, mirror.url)

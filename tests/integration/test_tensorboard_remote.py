@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import socket
-import sys
 import time
 import urllib.request
 import uuid
@@ -168,12 +167,10 @@ def test_event_files_reach_s3(sc, s3_server, tmp_path, no_leftovers):
     cloudpickle.register_pickle_by_value(tbfuns)
     url = f"{s3_server['url']}/tb-{uuid.uuid4().hex[:8]}"
     env = {**s3_server["env"], logsync.INTERVAL_ENV: "1"}
-    started = time.monotonic()
     cluster = TFCluster.run(sc, tbfuns.fit_and_record, {"out": str(tmp_path)}, 2,
                             master_node="chief", tensorboard=True, log_dir=url, env=env,
                             reservation_timeout=120)
     tb = cluster.tensorboard_url()
-    print(f"T run {time.monotonic() - started:.1f}", file=sys.stderr)
     try:
         assert tb and get(tb)[0] == 200
         deadline, tags, mirrored = time.monotonic() + 120, {}, []
@@ -183,13 +180,11 @@ def test_event_files_reach_s3(sc, s3_server, tmp_path, no_leftovers):
             if any("epoch_loss" in t for t in tags.values()) and mirrored:
                 break
             time.sleep(0.5)
-        print(f"T tags {time.monotonic() - started:.1f}", file=sys.stderr)
         assert any("epoch_loss" in t for t in tags.values()), tags  # TensorBoard reads locally
         assert mirrored, fs.listdir(s3_server["url"])        # uploaded while running
     finally:
         (tmp_path / "stop").touch()
         cluster.shutdown(timeout=120)
-    print(f"cluster ran {time.monotonic() - started:.1f} s", file=sys.stderr)
 
     chief = json.loads((tmp_path / "ctx-chief-0.json").read_text())
     worker = json.loads((tmp_path / "ctx-worker-0.json").read_text())
