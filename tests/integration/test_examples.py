@@ -1,6 +1,7 @@
 """The MNIST examples, run through spark-submit on a real multi-executor Spark."""
 
 import glob
+import json
 import os
 import re
 import subprocess
@@ -37,8 +38,9 @@ def test_data_setup_writes_csv_tfrecords_and_parquet(mnist):
     for f in glob.glob(str(mnist / "csv" / "test" / "part-*")):
         lines += open(f).read().splitlines()
     assert len(lines) == 1000 and len(lines[0].split(",")) == 785
-    assert len(glob.glob(str(mnist / "tfr" / "train" / "part-*.tfrecord"))) == 4
-    assert glob.glob(str(mnist / "parquet" / "train" / "*.parquet"))
+    for fmt, suffix in [("csv", ""), ("tfr", ".tfrecord"), ("parquet", ".parquet")]:
+        assert len(glob.glob(str(mnist / fmt / "train" / f"part-*{suffix}"))) == 4
+        assert (mnist / fmt / "train" / "_SUCCESS").exists()
 
 
 def test_spark_mode_training_then_inference(mnist, tmp_path):
@@ -61,9 +63,16 @@ def test_spark_mode_training_then_inference(mnist, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["tfr", "parquet"])
 def test_tensorflow_mode_reads_its_own_shards(mnist, tmp_path, fmt):
-    export = tmp_path / "export"
+    export, reports = tmp_path / "export", tmp_path / "reports"
     text = submit(os.path.join(MNIST, "keras", "mnist_tf.py"), "--cluster_size", 2,
                   "--images_labels", mnist / fmt / "train", "--format", fmt, "--epochs", 2,
-                  "--steps_per_epoch", 20, "--export_dir", export)
+                  "--steps_per_epoch", 20, "--export_dir", export,
+                  "--model_dir", tmp_path / "model", "--report_dir", reports)
     assert "mnist_tf: trained 2 epochs" in text
     assert (export / "saved_model.pb").exists()
+    assert (tmp_path / "model" / "ckpt-2.index").exists()
+    # Each of the 4 files was read by exactly one of the 2 workers.
+    read = [json.load(open(reports / f"worker-{rank}.json"))["files"] for rank in (0, 1)]
+    assert all(len(files) == 2 for files in read), read
+    files = sorted(glob.glob(str(mnist / fmt / "train" / "part-*")))
+    assert sorted(f.removeprefix("file://") for f in read[0] + read[1]) == files

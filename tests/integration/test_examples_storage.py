@@ -118,8 +118,7 @@ def test_train_on_webhdfs_each_file_read_by_one_worker(sc, webhdfs_server, tmp_p
     assert_sharded(reports, files)
     after = webhdfs_server.stats()
     for url in files:
-        path = url.split("://", 1)[1].split("/", 1)[1]
-        path = "/" + path
+        path = "/" + url.split("://", 1)[1].split("/", 1)[1]   # the server's HDFS path
         opened = after["opened"].get(path, 0) - before["opened"].get(path, 0)
         sent = after["bytes_sent"].get(path, 0) - before["bytes_sent"].get(path, 0)
         # Read by one worker: every byte about once; a second reader would double it.

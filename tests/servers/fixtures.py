@@ -31,8 +31,7 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"moto_server exited with {proc.returncode}: "
-                               f"{proc.stderr.read().decode(errors='replace')[-2000:]}")
+            raise RuntimeError(f"moto_server exited with {proc.returncode}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
@@ -56,7 +55,7 @@ def webhdfs_server(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def s3_server():
+def s3_server(tmp_path_factory):
     """A moto S3 server in a subprocess (reachable by Spark executors and TF nodes).
 
     Puts AWS_ENDPOINT_URL, dummy credentials and AWS_REGION in ``os.environ``
@@ -68,9 +67,10 @@ def s3_server():
     import pyarrow.fs as pafs
 
     port = free_port()
+    # Its request log goes to a file: a pipe nobody reads fills up and blocks the server.
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w+b")
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                             "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                             "-p", str(port)], stdout=log, stderr=log)
     try:
         wait_listening(port, proc)
         endpoint = f"http://127.0.0.1:{port}"
@@ -93,4 +93,4 @@ def s3_server():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        proc.stderr.close()
+        log.close()
