@@ -13,7 +13,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 test: $(STAMP) lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest --durations=15 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --select E,F,W --line-length 100 sparktf tests benchmarks examples

@@ -38,13 +38,14 @@ class ControlServer:
     """
 
     def __init__(self, host: str, secret: bytes, num_nodes: int,
-                 status: Callable[[], dict] = dict) -> None:
+                 status: Callable[[], dict] = dict, allow_reconnect: bool = False) -> None:
         self._secret = secret
         self._status = status
         self._num_nodes = num_nodes
         self.events: queue.Queue[Event] = queue.Queue()
         self._channels: dict[tuple[int, str], Channel] = {}
         self._seen: set[tuple[int, str]] = set()  # every (node, kind) that registered
+        self._allow_reconnect = allow_reconnect  # tests that reuse one server
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._sock = socket.create_server((host, 0))
@@ -72,7 +73,7 @@ class ControlServer:
                 raise ProtocolError(f"bad hello from {chan.peer}: {hello!r}")
             sock.settimeout(None)
             with self._lock:
-                if (node, kind) in self._seen:
+                if (node, kind) in self._seen and not self._allow_reconnect:
                     # Each node connects once per cluster; a second one comes from
                     # a barrier stage that Spark retried on its own (the driver
                     # restarts clusters itself) and must not join this cluster.

@@ -61,8 +61,8 @@ def test_spark_mode_training_then_inference(mnist, tmp_path):
     assert len(rows) == 1000
 
 
-@pytest.mark.parametrize("fmt", ["tfr", "parquet"])
-def test_tensorflow_mode_reads_its_own_shards(mnist, tmp_path, fmt):
+def test_tensorflow_mode_reads_its_own_shards(mnist, tmp_path, fmt="tfr"):
+    """TFRecords through spark-submit (Parquet: test_examples_storage.py, in the test's Spark)."""
     export, reports = tmp_path / "export", tmp_path / "reports"
     text = submit(os.path.join(MNIST, "keras", "mnist_tf.py"), "--cluster_size", 2,
                   "--images_labels", mnist / fmt / "train", "--format", fmt, "--epochs", 2,

@@ -72,8 +72,8 @@ def test_without_restarts_the_driver_raises_and_a_new_run_resumes(sc, tmp_path, 
 
 def test_spark_mode_restart_feeds_the_interrupted_epoch_again(sc, tmp_path, no_leftovers):
     # Much more than the nodes' buffers hold, so the kill lands while epoch 2 is fed.
-    rows = [(np.full(4, i % 7, dtype="float32"), i) for i in range(12000)]
-    rdd = sc.parallelize(rows, 40)
+    rows = [(np.full(4, i % 7, dtype="float32"), i) for i in range(6000)]
+    rdd = sc.parallelize(rows, 20)
     cluster = TFCluster.run(sc, nodefuns.checkpointed_fit,
                             {"out": str(tmp_path), "model_dir": str(tmp_path / "model"),
                              "epochs": 3, "kill_epoch": 1, "spark": True}, 2,

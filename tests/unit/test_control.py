@@ -1,5 +1,6 @@
 """The control server's registration rules, over real sockets on 127.0.0.1."""
 
+import socket
 import threading
 
 from sparktf.control import ControlClient, ControlServer
@@ -21,7 +22,8 @@ def test_a_node_cannot_register_twice(caplog):
         first.send({"type": "still here"})
         assert server.events.get(timeout=5) == (1, "supervisor", {"type": "still here"})
         assert server.send(1, "supervisor", {"type": "stop"})
-        second.close()
-        first.close()
+        for client in (first, second):  # close() alone does not wake the listener thread
+            client._chan.sock.shutdown(socket.SHUT_RDWR)
+            client.close()
     finally:
         server.close()

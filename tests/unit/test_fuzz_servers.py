@@ -241,7 +241,8 @@ class ControlTarget:
     limits = ((MAX_FIRST_HEADER, 0), (MAX_HEADER, 0))  # before / after the first frame
 
     def __init__(self) -> None:
-        self.server = ControlServer(HOST, SECRET, NUM_NODES,
+        # One server takes every example, so a node may register many times.
+        self.server = ControlServer(HOST, SECRET, NUM_NODES, allow_reconnect=True,
                                     status=lambda: {"error": "", "terminated": []})
         self.address = self.server.address
         self.tokens = itertools.count()
@@ -657,7 +658,7 @@ def test_oversized_prefixes_allocate_nothing_big(target, logs):
 
 @pytest.mark.parametrize("kind", ["control", "feed"])
 def test_a_closed_server_accepts_nobody(kind):
-    server = (ControlServer(HOST, SECRET, NUM_NODES) if kind == "control"
+    server = (ControlServer(HOST, SECRET, NUM_NODES, allow_reconnect=True) if kind == "control"
               else FeedServer(HOST, SECRET, FakeControl()))
     server.close()
     # Before close() shut the listener down, the blocked accept() still took (and
@@ -669,7 +670,8 @@ def test_a_closed_server_accepts_nobody(kind):
 def test_the_secret_never_reaches_the_logs(caplog):
     secret = new_secret()
     caplog.set_level(logging.DEBUG, logger="sparktf")
-    control = ControlServer(HOST, secret, NUM_NODES, status=lambda: {"error": ""})
+    control = ControlServer(HOST, secret, NUM_NODES, status=lambda: {"error": ""},
+                            allow_reconnect=True)
     feed = FeedServer(HOST, secret, FakeControl())
     try:
         # An authenticated session of each kind.
