@@ -35,41 +35,28 @@ import glob as _glob
 import json
 import logging
 import os
-import struct
-import zlib
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from . import fs
 from .errors import ConfigError, SparkTFError
 from .feed.arrowconv import column_to_numpy
+from .tfrecord import (DEFAULT_CHUNK, CorruptRecordError, compression_type,  # noqa: F401
+                       iter_tfrecord_chunks, iter_tfrecords)
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
-#: Bytes read from a remote TFRecord stream at a time (a larger record is read whole).
-DEFAULT_CHUNK = 4 << 20
-
 _GLOB_CHARS = ("*", "?", "[")
-_HEADER = struct.Struct("<QI")  # TFRecord: uint64 length, masked crc32c of the length
-_FOOTER = struct.Struct("<I")  # masked crc32c of the data
-_COMPRESSION = {None: "", "": "", "NONE": "", "GZIP": "GZIP", "ZLIB": "ZLIB"}
 _CSV_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd", ".lz4": "lz4"}
 _MAX_LOGGED = 8
 
 
-class CorruptRecordError(SparkTFError, IOError):
-    """A TFRecord file is truncated or damaged; the message names the file and offset."""
-
-
 # ---------------------------------------------------------------------------- file lists
-
-def _is_local(url: str) -> bool:
-    return "://" not in url or url.startswith("file://")
-
 
 def _local(url: str) -> str:
     return url[len("file://"):] if url.startswith("file://") else url
@@ -112,7 +99,6 @@ def _list_files(url: str, match: str | None = None) -> list[str]:
 
     import pyarrow.fs as pafs
 
-    from . import fs
     filesystem, path = fs.filesystem(url)
     infos = filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     names = sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
@@ -129,7 +115,6 @@ def _list_files(url: str, match: str | None = None) -> list[str]:
 def _expand_remote(url: str) -> list[str]:
     import pyarrow.fs as pafs
 
-    from . import fs
     head, _, last = url.rstrip("/").rpartition("/")
     if any(c in last for c in _GLOB_CHARS) and not any(c in head.split("://", 1)[1]
                                                        for c in _GLOB_CHARS):
@@ -167,7 +152,7 @@ def resolve(pattern_or_urls: str | os.PathLike | Iterable[str | os.PathLike],
     urls: list[str] = []
     for item in items:
         url = ctx.absolute_path(item) if hasattr(ctx, "absolute_path") else item
-        found = _expand_local(url) if _is_local(url) else _expand_remote(url)
+        found = _expand_local(url) if fs.is_local(url) else _expand_remote(url)
         if not found:
             shown = url if url == item else f"{url} (from {item!r})"
             raise ConfigError(f"no input files match {shown}: check the path, the pattern and "
@@ -249,181 +234,9 @@ def _no_autoshard(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 def _open_input(url: str) -> Any:
     """A seekable pyarrow file for a local path or any URL sparktf.fs knows."""
-    if _is_local(url):
+    if fs.is_local(url):
         return pa.OSFile(_local(url), "rb")
-    from . import fs
     return fs.open_input(url)
-
-
-# ---------------------------------------------------------------------------- TFRecord
-
-def _crc32c_table() -> tuple[int, ...]:
-    table = []
-    for i in range(256):
-        crc = i
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
-        table.append(crc)
-    return tuple(table)
-
-
-_CRC_TABLE = _crc32c_table()
-
-
-def _crc32c_py(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    table = _CRC_TABLE
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
-
-
-def _fast_crc32c() -> Callable[[bytes], int] | None:
-    """A C crc32c if one is installed (``google-crc32c`` or ``crc32c``), else None."""
-    try:
-        import google_crc32c
-        return lambda data: google_crc32c.value(bytes(data))
-    except ImportError:
-        pass
-    try:
-        import crc32c
-        return crc32c.crc32c
-    except ImportError:
-        return None
-
-
-def _mask(crc: int) -> int:
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-class _Inflate:
-    """A ``read(n)`` stream that decompresses GZIP or ZLIB data from another one."""
-
-    def __init__(self, raw: Any, wbits: int, chunk: int) -> None:
-        self.raw = raw
-        self.inflater = zlib.decompressobj(wbits)
-        self.chunk = chunk
-        self.done = False
-
-    def read(self, n: int) -> bytes:
-        out = []
-        have = 0
-        while have < n and not self.done:
-            data = self.inflater.unconsumed_tail or self.raw.read(self.chunk)
-            if not data:
-                self.done = True
-                piece = self.inflater.flush()
-            else:
-                piece = self.inflater.decompress(data, n - have)
-                if self.inflater.eof:
-                    self.done = True
-            out.append(piece)
-            have += len(piece)
-        return b"".join(out)
-
-
-def iter_tfrecord_chunks(stream: Any, name: str = "<stream>", *, compression: str | None = None,
-                         chunk_size: int = DEFAULT_CHUNK,
-                         check_crc: bool = True) -> Iterator[list[bytes]]:
-    """The records of a TFRecord stream, as lists of records, reading ``chunk_size`` at a time.
-
-    ``stream`` is anything with ``read(n) -> bytes`` (a pyarrow file from
-    :func:`sparktf.fs.open_input`, a Python file).  Each frame is a uint64
-    length, the masked crc32c of the length, the data and the masked crc32c
-    of the data.  With ``check_crc`` the length CRC is always verified (cheap;
-    it catches a file that is not TFRecord or a wrong ``compression``) and the
-    data CRC too when a C crc32c module (``google-crc32c`` or ``crc32c``) is
-    installed.  A stream that ends inside a record raises
-    :class:`CorruptRecordError` naming ``name`` and the offset (in the
-    decompressed stream, with ``compression``).
-    """
-    comp = _compression(compression)
-    if comp:
-        stream = _Inflate(stream, 31 if comp == "GZIP" else 15, chunk_size)
-    data_crc = _fast_crc32c() if check_crc else None
-    head, foot, mask, crc_py = _HEADER, _FOOTER, _mask, _crc32c_py
-    good_lengths: dict[int, int] = {}  # length -> its masked CRC, computed once per stream
-    buf = b""
-    pos = 0  # next frame in buf
-    base = 0  # stream offset of buf[0]
-    eof = False
-    while True:
-        records = []
-        n = len(buf)
-        want = chunk_size
-        while n - pos >= 12:
-            length, length_crc = head.unpack_from(buf, pos)
-            if check_crc and good_lengths.get(length) != length_crc:
-                if mask(crc_py(buf[pos:pos + 8])) != length_crc:
-                    raise CorruptRecordError(
-                        f"{name}: corrupt TFRecord header at offset {base + pos} (the length's "
-                        "CRC does not match): not a TFRecord file, the wrong compression= "
-                        f"({comp or 'none'}), or damaged data")
-                if len(good_lengths) >= 65536:  # records have few distinct lengths
-                    good_lengths.clear()
-                good_lengths[length] = length_crc
-            end = pos + 16 + length
-            if end > n:
-                want = max(chunk_size, end - n)
-                break
-            data = buf[pos + 12:end - 4]
-            if data_crc is not None and mask(data_crc(data)) != foot.unpack_from(buf, end - 4)[0]:
-                raise CorruptRecordError(f"{name}: corrupt TFRecord at offset {base + pos}: "
-                                         f"the CRC of its {length} data bytes does not match")
-            records.append(data)
-            pos = end
-        if records:
-            yield records
-        if eof:
-            if pos < n:
-                left = n - pos
-                what = (f"a {length}-byte record needs {16 + length} bytes"
-                        if left >= 12 else "a record header needs 12 bytes")
-                raise CorruptRecordError(
-                    f"{name}: truncated TFRecord at offset {base + pos}: {what} but the "
-                    f"{'stream' if comp else 'file'} ends after {left} (incomplete write or "
-                    "copy?)")
-            return
-        try:
-            chunk = stream.read(want)
-        except zlib.error as e:
-            raise CorruptRecordError(
-                f"{name}: cannot decompress {comp} data after decompressed offset {base + n} "
-                f"({e}): the wrong compression= or a damaged file") from e
-        if not chunk:
-            eof = True
-        buf = buf[pos:] + chunk if pos < n else bytes(chunk)
-        base += pos
-        pos = 0
-
-
-def iter_tfrecords(source: str | Any, *, compression: str | None = None,
-                   chunk_size: int = DEFAULT_CHUNK, check_crc: bool = True) -> Iterator[bytes]:
-    """The serialized records of one TFRecord file (a URL or an open stream), streamed.
-
-    See :func:`iter_tfrecord_chunks`, which this flattens.
-    """
-    if isinstance(source, (str, os.PathLike)):
-        url = os.fspath(source)
-        f = _open_input(url)
-        try:
-            for records in iter_tfrecord_chunks(f, url, compression=compression,
-                                                chunk_size=chunk_size, check_crc=check_crc):
-                yield from records
-        finally:
-            f.close()
-    else:
-        name = getattr(source, "path", None) or getattr(source, "name", None) or "<stream>"
-        for records in iter_tfrecord_chunks(source, str(name), compression=compression,
-                                            chunk_size=chunk_size, check_crc=check_crc):
-            yield from records
-
-
-def _compression(compression: str | None) -> str:
-    key = compression.upper() if isinstance(compression, str) else compression
-    if key not in _COMPRESSION:
-        raise ConfigError(f"compression={compression!r}: use None, 'GZIP' or 'ZLIB'")
-    return _COMPRESSION[key]
 
 
 def tfrecord_dataset(pattern_or_urls: str | Iterable[str], ctx: Any = None, *,
@@ -445,9 +258,9 @@ def tfrecord_dataset(pattern_or_urls: str | Iterable[str], ctx: Any = None, *,
     reader, which cannot open hdfs:// or s3:// URLs in TF 2.21).
     """
     import tensorflow as tf
-    comp = _compression(compression)
+    comp = compression_type(compression)
     files = shard(resolve(pattern_or_urls, ctx), ctx, index=index, count=count)
-    if native or (native is None and all(_is_local(u) for u in files)):
+    if native or (native is None and all(fs.is_local(u) for u in files)):
         ds = tf.data.TFRecordDataset([_local(u) for u in files], compression_type=comp,
                                      num_parallel_reads=parallel_reads)
         return _no_autoshard(ds)
@@ -645,7 +458,7 @@ def _parquet_file(url: str, metadata: Any = None) -> Any:
     import pyarrow.parquet as pq
     source = _open_input(url)
     try:
-        return pq.ParquetFile(source, metadata=metadata, pre_buffer=not _is_local(url)), source
+        return pq.ParquetFile(source, metadata=metadata, pre_buffer=not fs.is_local(url)), source
     except Exception:
         source.close()
         raise

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import struct
 import tempfile
 
 import numpy as np
@@ -85,34 +84,10 @@ def example(image, label):
     return _field(1, entry(b"image", image) + entry(b"label", [label]))
 
 
-def _crc_table():
-    table = []
-    for i in range(256):
-        for _ in range(8):
-            i = i >> 1 ^ 0x82F63B78 if i & 1 else i >> 1
-        table.append(i)
-    return table
-
-
-_CRC32C = _crc_table()
-
-
-def masked_crc32c(data):
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = _CRC32C[(crc ^ b) & 0xFF] ^ crc >> 8
-    crc ^= 0xFFFFFFFF
-    return ((crc >> 15 | crc << 17) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 def write_tfrecords(path, images, labels):
-    """One TFRecord per image: length, its masked CRC-32C, the Example, the Example's CRC."""
-    with open(path, "wb") as f:
-        for image, label in zip(images.tolist(), labels.tolist()):
-            data = example(image, label)
-            length = struct.pack("<Q", len(data))
-            f.write(length + struct.pack("<I", masked_crc32c(length)) + data
-                    + struct.pack("<I", masked_crc32c(data)))
+    """One TFRecord per image (sparktf.tfrecord frames them as tf.io.TFRecordWriter does)."""
+    from sparktf.tfrecord import write_tfrecords as write
+    write(path, (example(image, label) for image, label in zip(images.tolist(), labels.tolist())))
 
 
 def write_parquet(path, images, labels):

@@ -14,7 +14,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from sparktf import readers  # noqa: E402
+from sparktf import readers, tfrecord  # noqa: E402
 from sparktf.errors import ConfigError, SparkTFError  # noqa: E402
 
 WORKERS = 3
@@ -192,7 +192,7 @@ def test_data_crc_is_checked_when_a_crc32c_module_is_there(tmp_path, monkeypatch
     d = str(tmp_path / "c")
     records = write_tfrecords(d, [3], size=50)
     path = os.path.join(d, "part-00000")
-    monkeypatch.setattr(readers, "_fast_crc32c", lambda: readers._crc32c_py)
+    monkeypatch.setattr(tfrecord, "_fast_crc32c", lambda: tfrecord._crc32c_py)
     assert list(readers.iter_tfrecords(path)) == records
     bad = bytearray(open(path, "rb").read())
     bad[16 + len(records[0]) + 12 + 5] ^= 0x01  # a data byte of the second record
@@ -340,3 +340,14 @@ def test_parquet_nulls_raise_naming_file(tmp_path):
     with pytest.raises(Exception, match=f"{path}.*column 'i' has 1 null"):
         list(readers.parquet_dataset(path).as_numpy_iterator())
     assert isinstance(readers.CorruptRecordError("x"), SparkTFError)
+
+
+def test_tfrecord_writer_matches_tensorflows_byte_for_byte(tmp_path):
+    import tensorflow as tf
+    records = [b"", b"x", bytes(range(256)) * 9]
+    with tf.io.TFRecordWriter(str(tmp_path / "tf")) as w:
+        for r in records:
+            w.write(r)
+    assert tfrecord.write_tfrecords(str(tmp_path / "ours"), records) == 3
+    assert (tmp_path / "ours").read_bytes() == (tmp_path / "tf").read_bytes()
+    assert list(readers.iter_tfrecords(str(tmp_path / "ours"))) == records
