@@ -16,6 +16,12 @@ def report(args, ctx):
             "secret_env": [k for k in os.environ if "PYTHON_WORKER_FACTORY" in k]}
     with open(os.path.join(args["out"], f"node-{ctx.executor_id}.json"), "w") as f:
         json.dump(info, f)
+    # With ps nodes shutdown() awaits the chief alone and then stops the others:
+    # the chief waits until every node has reported.
+    deadline = time.time() + 120
+    while (ctx.job_name == "chief" and time.time() < deadline
+           and len(os.listdir(args["out"])) < args.get("wait_for", 0)):
+        time.sleep(0.1)
 
 
 def fail_on_worker(args, ctx):

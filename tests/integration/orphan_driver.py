@@ -19,7 +19,7 @@ def wait(args, ctx):
 
 
 if __name__ == "__main__":
-    conf = (SparkConf().setMaster("local-cluster[2,1,1024]").setAppName("sparktf-orphans")
+    conf = (SparkConf().setMaster("local[2]").setAppName("sparktf-orphans")
             .set("spark.driver.host", "127.0.0.1").set("spark.ui.enabled", "false"))
     sc = SparkContext(conf=conf)
     cluster = TFCluster.run(sc, wait, {"out": sys.argv[1]}, 2, tensorboard=True,

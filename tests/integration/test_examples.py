@@ -1,7 +1,9 @@
-"""The MNIST examples, run through spark-submit on a real multi-executor Spark."""
+"""The MNIST examples, run through spark-submit on a real multi-executor Spark.
+
+TENSORFLOW mode (mnist_tf.py) runs in the tests' own Spark: test_examples_storage.py.
+"""
 
 import glob
-import json
 import os
 import re
 import subprocess
@@ -59,20 +61,3 @@ def test_spark_mode_training_then_inference(mnist, tmp_path):
     for f in glob.glob(str(tmp_path / "predictions" / "part-*")):
         rows += open(f).read().splitlines()
     assert len(rows) == 1000
-
-
-def test_tensorflow_mode_reads_its_own_shards(mnist, tmp_path, fmt="tfr"):
-    """TFRecords through spark-submit (Parquet: test_examples_storage.py, in the test's Spark)."""
-    export, reports = tmp_path / "export", tmp_path / "reports"
-    text = submit(os.path.join(MNIST, "keras", "mnist_tf.py"), "--cluster_size", 2,
-                  "--images_labels", mnist / fmt / "train", "--format", fmt, "--epochs", 2,
-                  "--steps_per_epoch", 20, "--export_dir", export,
-                  "--model_dir", tmp_path / "model", "--report_dir", reports)
-    assert "mnist_tf: trained 2 epochs" in text
-    assert (export / "saved_model.pb").exists()
-    assert (tmp_path / "model" / "ckpt-2.index").exists()
-    # Each of the 4 files was read by exactly one of the 2 workers.
-    read = [json.load(open(reports / f"worker-{rank}.json"))["files"] for rank in (0, 1)]
-    assert all(len(files) == 2 for files in read), read
-    files = sorted(glob.glob(str(mnist / fmt / "train" / "part-*")))
-    assert sorted(f.removeprefix("file://") for f in read[0] + read[1]) == files

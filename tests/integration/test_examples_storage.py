@@ -127,15 +127,15 @@ def test_train_on_webhdfs_each_file_read_by_one_worker(sc, webhdfs_server, tmp_p
     assert fs.exists(f"{base}/export/saved_model.pb")
 
 
-def test_train_from_local_parquet(sc, tmp_path, no_leftovers):
-    """Parquet on the local file system (TFRecords: test_examples.py, through spark-submit)."""
+@pytest.mark.parametrize("fmt", ["tfr", "parquet"])
+def test_train_from_local_files(sc, tmp_path, fmt, no_leftovers):
     base = str(tmp_path / "mnist")
-    data_setup(sc, base, formats="parquet")
-    reports = train(sc, tmp_path / "reports", images_labels=f"{base}/parquet/train",
-                    format="parquet", epochs=1, model_dir=tmp_path / "model",
+    data_setup(sc, base, formats=fmt)
+    reports = train(sc, tmp_path / "reports", images_labels=f"{base}/{fmt}/train",
+                    format=fmt, epochs=1, model_dir=tmp_path / "model",
                     export_dir=tmp_path / "export")
     read = [[f.removeprefix("file://") for f in r["files"]] for r in reports]
     assert all(read) and sorted(read[0] + read[1]) == sorted(
-        u.removeprefix("file://") for u in part_files(f"{base}/parquet/train"))
+        u.removeprefix("file://") for u in part_files(f"{base}/{fmt}/train"))
     assert (tmp_path / "model" / "ckpt-1.index").exists()
     assert (tmp_path / "export" / "saved_model.pb").exists()

@@ -21,7 +21,7 @@ def read_reports(out):
 
 
 def test_roles_tf_config_and_ctx(sc, tmp_path, no_leftovers):
-    args = {"out": str(tmp_path)}
+    args = {"out": str(tmp_path), "wait_for": 3}
     cluster = TFCluster.run(sc, nodefuns.report, args, 3, num_ps=1, master_node="chief",
                             reservation_timeout=120)
     cluster.shutdown(timeout=60)
