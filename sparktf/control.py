@@ -20,7 +20,7 @@ import threading
 from typing import Callable
 
 from .errors import ProtocolError
-from .wire import Channel, close_listener, connect, peername, serve
+from .wire import Channel, HandshakeDeadline, close_listener, connect, peername, serve
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +57,13 @@ class ControlServer:
         key = None
         authenticated = False
         peer = peername(sock)
+        deadline = HandshakeDeadline(sock)
         try:
             sock.settimeout(HANDSHAKE_TIMEOUT)
             # Control messages are small JSON headers: no payload is ever accepted.
             chan = Channel.server(sock, self._secret, max_payload=0)
             hello, _ = chan.recv()
+            deadline.met()
             authenticated = True
             node, kind = hello.get("node"), hello.get("kind")
             if hello.get("type") == "status":
@@ -85,15 +87,18 @@ class ControlServer:
                 msg, _ = chan.recv()
                 self.events.put((node, kind, msg))
         except (ProtocolError, socket.timeout, ValueError) as e:
-            logger.warning("control channel: dropped connection from %s: %s", peer, e)
+            logger.warning("control channel: dropped connection from %s: %s", peer,
+                           deadline.explain(e))
         except (EOFError, OSError) as e:
             if not authenticated:
                 logger.warning("control channel: dropped connection from %s before it "
-                               "authenticated: %s", peer, e or type(e).__name__)
+                               "authenticated: %s", peer,
+                               deadline.explain(e or type(e).__name__))
             elif not self._closed.is_set():
                 logger.debug("control channel: %s disconnected: %s", peer,
                              e or type(e).__name__)
         finally:
+            deadline.met()
             sock.close()
             if key is not None:
                 with self._lock:

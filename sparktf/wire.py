@@ -40,6 +40,42 @@ MAX_FIRST_HEADER = 16 << 10
 DEFAULT_MAX_PAYLOAD = 512 << 20
 
 
+#: Seconds a peer has, in all, for the handshake and its first frame.
+HANDSHAKE_DEADLINE = 10.0
+
+
+class HandshakeDeadline:
+    """Shuts an accepted socket down unless :meth:`met` is called in time.
+
+    Per-read timeouts do not bound a handshake (a peer that sends one byte at
+    a time restarts them, holding a server thread for as long as it likes);
+    shutting the socket down wakes the blocked read at the deadline.
+    """
+
+    def __init__(self, sock: socket.socket, seconds: float | None = None) -> None:
+        self.seconds = HANDSHAKE_DEADLINE if seconds is None else seconds
+        self.expired = False
+        self._sock = sock
+        self._timer = threading.Timer(self.seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _expire(self) -> None:
+        self.expired = True
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def met(self) -> None:
+        """The peer authenticated: no deadline any more."""
+        self._timer.cancel()
+
+    def explain(self, error: object) -> object:
+        """Why a connection failed: the deadline, if it expired, else ``error``."""
+        return f"no complete handshake within {self.seconds:g}s" if self.expired else error
+
+
 def new_secret() -> bytes:
     """A fresh per-cluster secret (32 random bytes)."""
     return os.urandom(32)

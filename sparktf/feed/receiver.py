@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..errors import FeedError, ProtocolError
-from ..wire import Channel, close_listener, peername, serve
+from ..wire import Channel, HandshakeDeadline, close_listener, peername, serve
 from . import arrowconv
 
 logger = logging.getLogger(__name__)
@@ -165,11 +165,13 @@ class FeedServer:
     def _serve(self, sock: socket.socket) -> None:
         peer = peername(sock)
         authenticated = False
+        deadline = HandshakeDeadline(sock)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(10)
             chan = Channel.server(sock, self._secret)
             hello, _ = chan.recv()
+            deadline.met()
             authenticated = True
             sock.settimeout(None)
             if hello.get("type") != "hello":
@@ -209,14 +211,15 @@ class FeedServer:
                 chan.send({"type": "results", "rows": pending.rows}, memoryview(result))
         except (ProtocolError, ValueError, KeyError, socket.timeout, pa.ArrowException,
                 FeedError) as e:
-            logger.warning("feed connection from %s dropped: %s", peer, e)
+            logger.warning("feed connection from %s dropped: %s", peer, deadline.explain(e))
         except (EOFError, OSError) as e:
             if not authenticated:
                 logger.warning("feed connection from %s dropped before it authenticated: %s",
-                               peer, e or type(e).__name__)
+                               peer, deadline.explain(e or type(e).__name__))
             else:
                 logger.debug("feed connection from %s ended: %s", peer, e or type(e).__name__)
         finally:
+            deadline.met()
             sock.close()
 
 

@@ -1,9 +1,15 @@
 """The control server's registration rules, over real sockets on 127.0.0.1."""
 
+import contextlib
 import socket
 import threading
+import time
 
+import pytest
+
+from sparktf import wire
 from sparktf.control import ControlClient, ControlServer
+from sparktf.feed.receiver import FeedServer
 from sparktf.wire import new_secret
 
 
@@ -27,3 +33,29 @@ def test_a_node_cannot_register_twice(caplog):
             client.close()
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("kind", ["control", "feed"])
+def test_a_slow_handshake_is_cut_at_the_deadline(kind, monkeypatch, caplog):
+    """A peer dribbling one byte at a time never trips a read timeout; the deadline cuts it."""
+    monkeypatch.setattr(wire, "HANDSHAKE_DEADLINE", 1.0)
+    secret = new_secret()
+    server = (ControlServer("127.0.0.1", secret, num_nodes=2) if kind == "control"
+              else FeedServer("127.0.0.1", secret, control=None))
+    sock = socket.create_connection(server.address, timeout=5)
+    started = time.monotonic()
+    try:
+        with contextlib.suppress(OSError):
+            for byte in (wire.MAGIC + bytes(wire.NONCE_BYTES))[:-1]:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.2)
+        while sock.recv(4096):  # the server's greeting, then the end of the connection
+            pass
+        assert time.monotonic() - started < 3
+    finally:
+        sock.close()
+        server.close()
+    deadline = time.monotonic() + 5
+    while "no complete handshake within 1s" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "no complete handshake within 1s" in caplog.text
