@@ -40,14 +40,13 @@ from hdfs.util import HdfsError
 
 from sparktf.errors import StorageError
 from sparktf.paths import local_path
-from sparktf.webhdfs import WebHdfsHandler
+from sparktf.webhdfs import CONNECT_TIMEOUT, WebHdfsHandler
 
 logger = logging.getLogger(__name__)
 
 #: The URL schemes :func:`filesystem` understands (plain paths are local).
 SCHEMES = ("file", "hdfs", "viewfs", "webhdfs", "swebhdfs", "s3", "s3a")
 
-_CONNECT_TIMEOUT = 2.0   # seconds to open a connection: an unreachable endpoint fails fast
 _CHUNK = 1 << 20         # bytes per read of a stream
 _GLOB_MAGIC = re.compile(r"[*?\[]")
 _NOT_FOUND = pafs.FileType.NotFound
@@ -329,7 +328,7 @@ def _s3_fs() -> pafs.S3FileSystem:
 
 @functools.lru_cache(maxsize=16)
 def _s3_cached(endpoint: str, region: str, _credentials: tuple) -> pafs.S3FileSystem:
-    options = dict(region=region, connect_timeout=_CONNECT_TIMEOUT, request_timeout=30.0,
+    options = dict(region=region, connect_timeout=CONNECT_TIMEOUT, request_timeout=30.0,
                    retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=3))
     if endpoint:
         scheme, _, address = endpoint.rpartition("://")

@@ -26,7 +26,7 @@ from .errors import StorageError
 
 logger = logging.getLogger(__name__)
 
-_CONNECT_TIMEOUT = 2.0   # seconds to open a connection: an unreachable server fails fast
+CONNECT_TIMEOUT = 2.0   # seconds to open a connection: an unreachable server fails fast
 _READ_TIMEOUT = 120.0    # seconds without data from a WebHDFS server before giving up
 _CHUNK = 1 << 20         # bytes per read of a stream
 _MIN_WINDOW = 64 << 10   # first read-ahead after a seek (a Parquet footer is small)
@@ -63,7 +63,7 @@ class WebHdfsHandler(pafs.FileSystemHandler):
     def client(self) -> hdfs.InsecureClient:
         if self._client is None:
             self._client = hdfs.InsecureClient(self.base_url, user=self.user,
-                                               timeout=(_CONNECT_TIMEOUT, _READ_TIMEOUT))
+                                               timeout=(CONNECT_TIMEOUT, _READ_TIMEOUT))
         return self._client
 
     def call(self, path: str, method, *args, **kwargs):

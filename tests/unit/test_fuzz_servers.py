@@ -231,6 +231,15 @@ def parse(body: bytes):
 
 
 # -- the two servers -----------------------------------------------------------------------
+
+def capture_session(address: tuple, talk) -> tuple[bytes, list[bytes]]:
+    """The client's hello and later frames of a real session that ``talk(channel)`` holds."""
+    tap = Tap(socket.create_connection(address, timeout=TIMEOUT))
+    talk(Channel.client(tap, SECRET))
+    tap.shutdown(socket.SHUT_RDWR)
+    tap.close()
+    return tap.sent[0], tap.sent[1:]
+
 class ControlTarget:
     kind = "control"
     #: Threads of one connection (server side, and a ControlClient's listener).
@@ -253,14 +262,11 @@ class ControlTarget:
 
     def capture(self) -> tuple[bytes, list[bytes]]:
         """The client's hello and frames of a real authenticated session."""
-        tap = Tap(socket.create_connection(self.address, timeout=TIMEOUT))
-        chan = Channel.client(tap, SECRET)
-        for msg in ({"type": "hello", "node": 0, "kind": "node"}, {"type": "ready"},
-                    {"type": "finished"}):
-            chan.send(msg)
-        tap.shutdown(socket.SHUT_RDWR)
-        tap.close()
-        return tap.sent[0], tap.sent[1:]
+        def talk(chan: Channel) -> None:
+            for msg in ({"type": "hello", "node": 0, "kind": "node"}, {"type": "ready"},
+                        {"type": "finished"}):
+                chan.send(msg)
+        return capture_session(self.address, talk)
 
     def accepts_hello(self, body: bytes) -> bool:
         """Whether the server takes ``body`` as the first frame (oracle)."""
@@ -336,15 +342,12 @@ class FeedTarget:
         return dumps({"type": "batch", "rows": 1}), TINY_IPC
 
     def capture(self) -> tuple[bytes, list[bytes]]:
-        tap = Tap(socket.create_connection(self.address, timeout=TIMEOUT))
-        chan = Channel.client(tap, SECRET)
-        assert chan.request(json.loads(self.hello))[0] == {"type": "ok"}
-        body, payload = self.message(0)
-        assert chan.request(json.loads(body), payload)[0] == {"type": "ack"}
-        chan.send({"type": "done"})
-        tap.shutdown(socket.SHUT_RDWR)
-        tap.close()
-        return tap.sent[0], tap.sent[1:]
+        def talk(chan: Channel) -> None:
+            assert chan.request(json.loads(self.hello))[0] == {"type": "ok"}
+            body, payload = self.message(0)
+            assert chan.request(json.loads(body), payload)[0] == {"type": "ack"}
+            chan.send({"type": "done"})
+        return capture_session(self.address, talk)
 
     def accepts_hello(self, body: bytes) -> bool:
         try:
