@@ -51,8 +51,28 @@ class FeedTimeout(FeedError, TimeoutError):
     """A node is alive but took no data for ``feed_timeout`` seconds."""
 
 
+class DataError(SparkTFError, ValueError):
+    """Data read by a reader does not fit what was asked (a missing column, nulls, a shape)."""
+
+
+class CorruptRecordError(SparkTFError, IOError):
+    """A TFRecord file is truncated or damaged; the message names the file and offset."""
+
+
 class StorageError(SparkTFError):
     """A file system cannot be used: unreachable, misconfigured, unsupported or refused.
 
     The message names the URL and what to check (endpoint, credentials, variables).
     """
+
+
+class PredictInputError(SparkTFError, ValueError):
+    """A DataFrame column does not fit the model's signature input it is mapped to.
+
+    Raised before the model is called; the message names the column, the
+    signature input, the dtype and shape expected and what was found.
+    """
+
+
+class ModelLoadError(SparkTFError):
+    """An exported model cannot be read or loaded; the message names the URL and the reason."""

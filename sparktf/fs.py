@@ -39,13 +39,11 @@ import requests
 from hdfs.util import HdfsError
 
 from sparktf.errors import StorageError
-from sparktf.paths import local_path
+from sparktf.paths import FS_SCHEMES as SCHEMES
+from sparktf.paths import is_local, local_path
 from sparktf.webhdfs import CONNECT_TIMEOUT, WebHdfsHandler
 
 logger = logging.getLogger(__name__)
-
-#: The URL schemes :func:`filesystem` understands (plain paths are local).
-SCHEMES = ("file", "hdfs", "viewfs", "webhdfs", "swebhdfs", "s3", "s3a")
 
 _CHUNK = 1 << 20         # bytes per read of a stream
 _GLOB_MAGIC = re.compile(r"[*?\[]")
@@ -64,11 +62,6 @@ def filesystem(url: str) -> tuple[pafs.FileSystem, str]:
     """
     fs, path, _ = _resolve(url)
     return fs, path
-
-
-def is_local(url: str) -> bool:
-    """Whether ``url`` is a plain path or a ``file://`` URL."""
-    return "://" not in url or url.startswith("file://")
 
 
 def join(url: str, *parts: str) -> str:

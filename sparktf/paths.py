@@ -6,9 +6,11 @@ import getpass
 import os
 import posixpath
 
-#: Schemes returned unchanged by :func:`absolute_path`.
-SCHEMES = ("hdfs", "viewfs", "webhdfs", "file", "s3", "s3a", "s3n", "gs", "abfs", "abfss",
-           "wasb", "wasbs", "adl", "oss", "swift")
+#: The URL schemes :mod:`sparktf.fs` opens (plain paths are local).
+FS_SCHEMES = ("file", "hdfs", "viewfs", "webhdfs", "swebhdfs", "s3", "s3a")
+#: Schemes returned unchanged by :func:`absolute_path`: those of :mod:`sparktf.fs`
+#: and the other Hadoop file systems a Spark application may name.
+SCHEMES = FS_SCHEMES + ("s3n", "gs", "abfs", "abfss", "wasb", "wasbs", "adl", "oss", "swift")
 _HDFS_LIKE = ("hdfs", "viewfs", "webhdfs")
 
 
@@ -33,11 +35,15 @@ def absolute_path(path: str, default_fs: str, working_dir: str, user: str | None
     return "file://" + posixpath.join(working_dir, path)
 
 
+def is_local(url: str) -> bool:
+    """Whether ``url`` is a plain path or a ``file://`` URL (the one place that decides)."""
+    return "://" not in url or url.startswith("file://")
+
+
 def local_path(path: str) -> str:
     """A local file system path from a plain path or a ``file://`` URL."""
     if path.startswith("file://"):
         return path[len("file://"):]
-    if "://" in path:
-        raise ValueError(f"{path!r} is not on the local file system; remote paths for "
-                         "TensorBoard logs are not supported yet")
+    if not is_local(path):
+        raise ValueError(f"{path!r} is not on the local file system")
     return os.path.abspath(path)

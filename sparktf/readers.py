@@ -41,7 +41,8 @@ import numpy as np
 import pyarrow as pa
 
 from . import fs
-from .errors import ConfigError, SparkTFError
+from .errors import ConfigError, DataError
+from .paths import local_path
 from .feed.arrowconv import column_to_numpy
 from .tfrecord import (DEFAULT_CHUNK, CorruptRecordError, compression_type,  # noqa: F401
                        iter_tfrecord_chunks, iter_tfrecords)
@@ -58,10 +59,6 @@ _MAX_LOGGED = 8
 
 # ---------------------------------------------------------------------------- file lists
 
-def _local(url: str) -> str:
-    return url[len("file://"):] if url.startswith("file://") else url
-
-
 def _basename(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
 
@@ -73,7 +70,7 @@ def _hidden(url: str) -> bool:
 
 def _expand_local(url: str) -> list[str]:
     prefix = "file://" if url.startswith("file://") else ""
-    path = _local(url)
+    path = local_path(url)
     if any(c in path for c in _GLOB_CHARS):
         keep_hidden = _hidden(path)
         found = [p for p in sorted(_glob.glob(path))
@@ -235,7 +232,7 @@ def _no_autoshard(ds: tf.data.Dataset) -> tf.data.Dataset:
 def _open_input(url: str) -> Any:
     """A seekable pyarrow file for a local path or any URL sparktf.fs knows."""
     if fs.is_local(url):
-        return pa.OSFile(_local(url), "rb")
+        return pa.OSFile(local_path(url), "rb")
     return fs.open_input(url)
 
 
@@ -261,7 +258,7 @@ def tfrecord_dataset(pattern_or_urls: str | Iterable[str], ctx: Any = None, *,
     comp = compression_type(compression)
     files = shard(resolve(pattern_or_urls, ctx), ctx, index=index, count=count)
     if native or (native is None and all(fs.is_local(u) for u in files)):
-        ds = tf.data.TFRecordDataset([_local(u) for u in files], compression_type=comp,
+        ds = tf.data.TFRecordDataset([local_path(u) for u in files], compression_type=comp,
                                      num_parallel_reads=parallel_reads)
         return _no_autoshard(ds)
 
@@ -382,7 +379,7 @@ def _to_arrays(batch: pa.RecordBatch, cols: list[_Column], where: str) -> dict[s
         try:
             i = names.index(col.name)
         except ValueError:
-            raise SparkTFError(f"{where}: no column {col.name!r} (columns: {names}); every "
+            raise DataError(f"{where}: no column {col.name!r} (columns: {names}); every "
                                "file must have the columns of the first") from None
         arr = batch.column(i)
         floats = col.np_dtype.kind == "f"
@@ -390,14 +387,14 @@ def _to_arrays(batch: pa.RecordBatch, cols: list[_Column], where: str) -> dict[s
         if _is_list(arr.type) and not floats:
             nulls += arr.flatten().null_count
         if nulls and not (floats and not _is_list(arr.type)):
-            raise SparkTFError(f"{where}: column {col.name!r} has {nulls} null value(s), which "
+            raise DataError(f"{where}: column {col.name!r} has {nulls} null value(s), which "
                                "a tensor cannot hold: fill or drop them when writing")
         if pa.types.is_dictionary(arr.type):
             values = arr.dictionary_decode().to_numpy(zero_copy_only=False)
         else:
             values = column_to_numpy(batch, i)
         if values.dtype.kind == "O" and col.np_dtype.kind != "O":
-            raise SparkTFError(
+            raise DataError(
                 f"{where}: column {col.name!r} holds lists of different lengths (or null "
                 "lists); a batch must be rectangular: write equal-length arrays, or pad them")
         if len(col.shape) == values.ndim - 1:
@@ -407,7 +404,7 @@ def _to_arrays(batch: pa.RecordBatch, cols: list[_Column], where: str) -> dict[s
         if bad:
             hint = (f"; its length was guessed from the first file's metadata: pass "
                     f"shapes={{{col.name!r}: None}} (or the real length)" if col.guessed else "")
-            raise SparkTFError(f"{where}: column {col.name!r} has rows of shape "
+            raise DataError(f"{where}: column {col.name!r} has rows of shape "
                                f"{values.shape[1:]}, expected {col.shape}{hint}")
         if col.np_dtype.kind != "O" and values.dtype != col.np_dtype:
             values = values.astype(col.np_dtype)
@@ -647,7 +644,7 @@ def csv_dataset(pattern_or_urls: str | Iterable[str], ctx: Any = None, *,
                 for batch in reader:
                     yield _to_arrays(batch, cols, url)
             except pa.ArrowInvalid as e:
-                raise SparkTFError(f"{url}: {e} (pass column_types= to csv_dataset if a "
+                raise DataError(f"{url}: {e} (pass column_types= to csv_dataset if a "
                                    "column's type was guessed wrongly from the first "
                                    "block)") from e
             finally:

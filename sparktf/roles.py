@@ -78,3 +78,35 @@ def num_workers(roles: list[Role]) -> int:
 def data_nodes(roles: list[Role]) -> list[int]:
     """Node numbers that take fed data in SPARK mode (never ps or evaluator)."""
     return [i for i, r in enumerate(roles) if r.job in TRAINING_JOBS]
+
+
+def rank(job: str, index: int, spec: dict[str, list[str]]) -> int | None:
+    """A training node's rank among the ``num_workers`` training nodes, else None.
+
+    The chief (or master) is rank 0 and writes checkpoints, exports and summaries;
+    the workers follow.  ps and evaluator nodes have no rank.
+    """
+    if job in ("chief", "master"):
+        return index
+    if job == "worker":
+        return index + len(spec.get("chief", [])) + len(spec.get("master", []))
+    return None
+
+
+def awaited_nodes(roles: list[Role]) -> list[int]:
+    """The nodes whose end means training is over.
+
+    With ps nodes (ParameterServerStrategy) the chief drives training and the
+    workers only serve, so the chief alone is awaited; otherwise every chief,
+    master and worker node.
+    """
+    chief = [i for i, r in enumerate(roles) if r.job in ("chief", "master")]
+    if chief and any(r.job == "ps" for r in roles):
+        return chief
+    return data_nodes(roles)
+
+
+def tensorboard_node(roles: list[Role]) -> int:
+    """The node that runs TensorBoard: the chief or master, else the first worker."""
+    chief = [i for i, r in enumerate(roles) if r.job in ("chief", "master")]
+    return (chief or data_nodes(roles))[0]

@@ -16,7 +16,7 @@ import zlib
 from typing import Any, Callable, Iterable, Iterator
 
 from . import fs
-from .errors import ConfigError, SparkTFError
+from .errors import ConfigError, CorruptRecordError
 
 #: Bytes read from a remote TFRecord stream at a time (a larger record is read whole).
 DEFAULT_CHUNK = 4 << 20
@@ -24,10 +24,6 @@ DEFAULT_CHUNK = 4 << 20
 _HEADER = struct.Struct("<QI")  # TFRecord: uint64 length, masked crc32c of the length
 _FOOTER = struct.Struct("<I")  # masked crc32c of the data
 _COMPRESSION = {None: "", "": "", "NONE": "", "GZIP": "GZIP", "ZLIB": "ZLIB"}
-
-
-class CorruptRecordError(SparkTFError, IOError):
-    """A TFRecord file is truncated or damaged; the message names the file and offset."""
 
 
 def _crc32c_table() -> tuple[int, ...]:

@@ -52,7 +52,7 @@ import sys
 import threading
 from typing import IO, Mapping
 
-from .context import _rank
+from .. import paths, roles
 
 logger = logging.getLogger("sparktf.node.logsync")  # not __name__: this runs as __main__
 
@@ -72,12 +72,12 @@ OK, FAILED, TIMED_OUT = 0, 1, 2
 
 def is_remote(log_dir: str | None) -> bool:
     """Whether ``log_dir`` (as the driver passes it) is a remote URL, not a local path."""
-    return bool(log_dir) and "://" in log_dir and not log_dir.startswith("file://")
+    return bool(log_dir) and not paths.is_local(log_dir)
 
 
 def node_url(log_url: str, job: str, index: int, cluster_spec: dict[str, list[str]]) -> str:
     """Where node ``job:index`` mirrors its log directory: see the module's docstring."""
-    if _rank(job, index, cluster_spec) == 0:
+    if roles.rank(job, index, cluster_spec) == 0:
         return log_url
     return f"{log_url.rstrip('/')}/{job}-{index}"
 

@@ -1,0 +1,285 @@
+"""What the driver, the barrier tasks, the supervisors and the nodes tell each other.
+
+One module holds every shape that crosses a process boundary, so that a
+newcomer reads the protocol in one place:
+
+* :class:`LaunchPlan`: what the driver hands each barrier task (pickled by
+  Spark with the task, like any closure).
+* :class:`NodeSpec`: what a barrier task writes for its node's supervisor and
+  node process (a private JSON file in the node's directory).
+* The control messages: small typed records sent as JSON over the
+  authenticated control channel (:mod:`sparktf.control`), never pickled.
+  :func:`decode` turns a received dict back into its type and refuses a
+  message whose fields have the wrong types.
+
+The feed channel's messages (Arrow record batches and their acknowledgements)
+are described in :mod:`sparktf.feed.sender` and :mod:`sparktf.feed.receiver`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from .errors import ProtocolError
+
+
+class InputMode(enum.IntEnum):
+    """How data reaches the TF nodes (TensorFlowOnSpark's values)."""
+
+    #: ``map_fun`` reads its own data; Spark only hosts the TF cluster.
+    TENSORFLOW = 0
+    #: Spark feeds RDD or DataFrame partitions into the nodes.
+    SPARK = 1
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """One attempt of a cluster, as every barrier task needs to know it."""
+
+    cluster_id: str  # with ".<attempt>" after a restart, so node directories differ
+    attempt: int
+    roles: list[tuple[str, int]]  # (job, index) per node number
+    input_mode: int
+    control: tuple[str, int]  # the driver's control server
+    secret: str  # hex; travels inside the Spark task, never logged
+    env: dict[str, str]
+    base_dir: str | None  # where node directories go; None: the executor's cwd
+    default_fs: str
+    working_dir: str
+    release_port: bool
+    tensorboard: int | None  # the node that runs TensorBoard
+    log_dir: str | None
+    ps_addresses: list[str] = field(default_factory=list)  # ps nodes on the driver
+    keep_node_dirs: bool = False
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Everything a node's supervisor and process need, written by the barrier task."""
+
+    node: int
+    job: str
+    index: int
+    host: str
+    tf_port: int
+    executor: str
+    cluster_spec: dict[str, list[str]]
+    tf_config: str
+    num_workers: int
+    input_mode: int
+    release_port: bool
+    control: tuple[str, int]
+    secret: str
+    env: dict[str, str]
+    default_fs: str
+    working_dir: str
+    node_dir: str
+    detach: bool
+    attempt: int
+    tensorboard: bool
+    log_dir: str
+    log_url: str | None
+    keep_node_dir: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.job}:{self.index}"
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.node_dir, "node.log")
+
+    @property
+    def payload_path(self) -> str:
+        """The pickled ``(map_fun, tf_args)``; written by our own launcher, mode 0600."""
+        return os.path.join(self.node_dir, "payload.pkl")
+
+    @property
+    def failure_path(self) -> str:
+        """Where the node writes its exception for the supervisor's exit report."""
+        return os.path.join(self.node_dir, "failure.json")
+
+    def write(self, path: str) -> None:
+        """Write the spec readable by its owner only: it holds the cluster secret."""
+        write_private(path, json.dumps(dataclasses.asdict(self)).encode())
+
+    @classmethod
+    def load(cls, path: str) -> "NodeSpec":
+        with open(path) as f:
+            data = json.load(f)
+        data["control"] = tuple(data["control"])
+        return cls(**data)
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Write ``data`` to a new file that only its owner can read (mode 0600)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+# -- control messages ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Message:
+    """A control message; ``TYPE`` is its ``type`` field on the wire."""
+
+    TYPE: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.TYPE, **dataclasses.asdict(self)}
+
+
+# Supervisor -> driver.
+@dataclass(frozen=True)
+class Started(Message):
+    """The node process started (sent by its supervisor)."""
+
+    TYPE: ClassVar[str] = "started"
+    pid: int
+    host: str
+    executor: str
+    log: str
+    cluster_spec: dict
+
+
+@dataclass(frozen=True)
+class Exited(Message):
+    """The node process ended: its exit code (None if unknown), and why.
+
+    ``error`` and ``traceback`` are the exception ``map_fun`` raised, if any
+    (the node writes them to a file before it exits; the supervisor reads
+    it), so the report that ends a node always carries its cause.
+    """
+
+    TYPE: ClassVar[str] = "exit"
+    code: int | None
+    stopped: bool = False  # the supervisor stopped it (driver's stop, owner gone)
+    reason: str = ""
+    error: str = ""
+    traceback: str = ""
+    log_tail: str = ""
+
+
+@dataclass(frozen=True)
+class LogsReply(Message):
+    TYPE: ClassVar[str] = "logs"
+    text: str
+
+
+@dataclass(frozen=True)
+class TensorBoardUp(Message):
+    TYPE: ClassVar[str] = "tensorboard"
+    url: str
+
+
+# Node -> driver.
+@dataclass(frozen=True)
+class Ready(Message):
+    """``map_fun`` is about to run; ``feed`` is the node's feed address in SPARK mode."""
+
+    TYPE: ClassVar[str] = "ready"
+    pid: int
+    feed: list | None = None
+
+
+@dataclass(frozen=True)
+class Finished(Message):
+    TYPE: ClassVar[str] = "finished"
+
+
+@dataclass(frozen=True)
+class Terminated(Message):
+    """The node called ``DataFeed.terminate()``: it takes no more data."""
+
+    TYPE: ClassVar[str] = "terminate"
+
+
+# Driver -> supervisor.
+@dataclass(frozen=True)
+class Stop(Message):
+    TYPE: ClassVar[str] = "stop"
+    reason: str = "stopped by the driver"
+
+
+@dataclass(frozen=True)
+class LogsRequest(Message):
+    TYPE: ClassVar[str] = "logs_request"
+    lines: int = 50
+
+
+# Driver -> node.
+@dataclass(frozen=True)
+class EpochEnd(Message):
+    """Every node's row count for a fed epoch (see :mod:`sparktf.feed.datafeed`)."""
+
+    TYPE: ClassVar[str] = "epoch_end"
+    epoch: int
+    counts: dict
+
+
+@dataclass(frozen=True)
+class EndFeed(Message):
+    TYPE: ClassVar[str] = "end_feed"
+
+
+# Made on the driver itself, never received.
+@dataclass(frozen=True)
+class Disconnected(Message):
+    """A node's (``kind="node"``) or supervisor's connection ended."""
+
+    TYPE: ClassVar[str] = "disconnected"
+    kind: str
+
+
+@dataclass(frozen=True)
+class Silent(Message):
+    """The node's connection ended a while ago and no exit report followed."""
+
+    TYPE: ClassVar[str] = "silent"
+
+
+_TYPES: dict[str, type[Message]] = {cls.TYPE: cls for cls in (
+    Started, Exited, LogsReply, TensorBoardUp, Ready, Finished, Terminated, Stop, LogsRequest,
+    EpochEnd, EndFeed)}
+
+
+def decode(msg: dict) -> Message:
+    """The typed message for a received dict; :class:`ProtocolError` if it does not fit."""
+    if not isinstance(msg, dict):
+        raise ProtocolError(f"a control message must be an object, not {type(msg).__name__}")
+    cls = _TYPES.get(msg.get("type"))  # type: ignore[arg-type]
+    if cls is None:
+        raise ProtocolError(f"unknown control message type {msg.get('type')!r:.60}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in msg:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ProtocolError(f"control message {cls.TYPE!r} lacks field {f.name!r}")
+            continue
+        value = msg[f.name]
+        if not _fits(value, hints[f.name]):
+            raise ProtocolError(f"control message {cls.TYPE!r}: field {f.name!r} has the wrong "
+                                f"type ({type(value).__name__})")
+        values[f.name] = value
+    return cls(**values)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field's type (a bool is not an int here)."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is int:
+        return type(value) is int
+    origin = typing.get_origin(hint) or hint
+    return isinstance(value, origin)
