@@ -6,7 +6,9 @@ executor APIs: ``TFCluster.run / train / inference / shutdown`` and
 """
 
 from . import cluster as TFCluster  # noqa: N812 (TensorFlowOnSpark's module name)
+from . import tfmanager as TFManager  # noqa: N812
 from . import tfnode as TFNode  # noqa: N812
+from . import compat
 from .checkpoint import CheckpointManager, export_model, local_copy
 from .cluster import InputMode
 from .errors import (ConfigError, FeedError, FeedTimeout, NodeError, ProtocolError,
@@ -14,6 +16,7 @@ from .errors import (ConfigError, FeedError, FeedTimeout, NodeError, ProtocolErr
 
 __version__ = "0.1.0"
 
-__all__ = ["TFCluster", "TFNode", "InputMode", "SparkTFError", "ConfigError", "NodeError",
+__all__ = ["TFCluster", "TFNode", "TFManager", "compat", "InputMode", "SparkTFError",
+           "ConfigError", "NodeError",
            "ReservationTimeout", "ShutdownTimeout", "ProtocolError", "FeedError", "FeedTimeout",
            "StorageError", "CheckpointManager", "export_model", "local_copy"]

@@ -27,9 +27,11 @@ def absolute_path(path: str, default_fs: str, working_dir: str, user: str | None
     if scheme:
         raise ValueError(f"unknown file system scheme {scheme!r} in {path!r}; "
                          f"known: {', '.join(SCHEMES)}")
-    fs = (default_fs or "file://").rstrip("/")
+    fs_scheme, sep, rest = (default_fs or "file://").partition("://")
+    # Trailing slashes go, the scheme's "//" stays: "hdfs://" + "/a" is "hdfs:///a", as in TFoS.
+    fs = fs_scheme + sep + rest.rstrip("/") if sep else fs_scheme.rstrip("/")
     if path.startswith("/"):
-        return fs + path if fs != "file:" else "file://" + path
+        return fs + path
     if fs.split("://", 1)[0] in _HDFS_LIKE:
         return f"{fs}/user/{user or getpass.getuser()}/{path}"
     return "file://" + posixpath.join(working_dir, path)

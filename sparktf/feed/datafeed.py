@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ..compat import disable_auto_shard
 from ..errors import FeedError
 from . import arrowconv
 from .receiver import EndOfFeed, EpochEnd, EpochStart, FeedServer, Item
@@ -99,13 +100,20 @@ def _columns(batch: pa.RecordBatch, names: list[str] | None) -> tuple:
 
 
 class DataFeed:
-    """Reads the data fed to this node (TensorFlowOnSpark's ``TFNode.DataFeed``)."""
+    """Reads the data fed to this node (TensorFlowOnSpark's ``TFNode.DataFeed``).
+
+    ``mgr`` is ``ctx.mgr`` (the node's :class:`FeedServer`) or, in a unit test,
+    a local ``TFManager`` (:mod:`sparktf.feed.local`); either gives, through
+    ``mgr.open_feed(qname_in, qname_out)``, a ``buffer`` of fed items, a
+    ``terminated`` event and ``terminate()``.
+    """
 
     def __init__(self, mgr: FeedServer, train_mode: bool = True, qname_in: str = "input",
                  qname_out: str = "output", input_mapping: dict | None = None) -> None:
         if mgr is None:
             raise FeedError("DataFeed needs ctx.mgr, which exists only in InputMode.SPARK")
         self.mgr = mgr
+        self._feed = mgr.open_feed(qname_in, qname_out)
         self.train_mode = train_mode
         self.qname_in, self.qname_out = qname_in, qname_out
         self.input_mapping = input_mapping
@@ -144,12 +152,23 @@ class DataFeed:
         if not slices:
             return {tensor: [] for tensor in self.input_mapping.values()}
         batch = arrowconv.concat(slices)
+        names = batch.schema.names
+        kind = (batch.schema.metadata or {}).get(b"sparktf.kind", b"dict")
+        if kind != b"dict" and not all(col in names for col in self.input_mapping):
+            # Unnamed fields (tuple rows), as TFoS: field i feeds the tensor of the i-th
+            # column in sorted column order.
+            if len(names) != len(self.input_mapping):
+                raise FeedError(f"input_mapping names {len(self.input_mapping)} columns "
+                                f"{sorted(self.input_mapping)} but the fed rows have "
+                                f"{len(names)} fields")
+            return {tensor: arrowconv.column_to_numpy(batch, i)
+                    for i, (_, tensor) in enumerate(sorted(self.input_mapping.items()))}
         out = {}
         for col, tensor in self.input_mapping.items():
             i = batch.schema.get_field_index(col)
             if i < 0:
                 raise FeedError(f"input_mapping column {col!r} is not in the fed data "
-                                f"(columns: {batch.schema.names})")
+                                f"(columns: {names})")
             out[tensor] = arrowconv.column_to_numpy(batch, i)
         return out
 
@@ -158,9 +177,9 @@ class DataFeed:
         if self._current is not None and self._offset < self._current.batch.num_rows:
             return self._current
         while not self.done_feeding:
-            if not block and not len(self.mgr.buffer):
+            if not block and not len(self._feed.buffer):
                 return None
-            got = self.mgr.buffer.get()
+            got = self._feed.buffer.get()
             if isinstance(got, EndOfFeed):
                 self.done_feeding = True
             elif isinstance(got, Item) and got.batch.num_rows:
@@ -170,7 +189,7 @@ class DataFeed:
 
     def should_stop(self) -> bool:
         """True once the feed has ended (all epochs fed and shutdown called) or terminate()."""
-        return self.done_feeding or self.mgr.terminated.is_set()
+        return self.done_feeding or self._feed.terminated.is_set()
 
     def batch_results(self, results: Any) -> None:
         """Return one result per row of the last ``next_batch`` (inference)."""
@@ -193,8 +212,9 @@ class DataFeed:
 
     def terminate(self) -> None:
         """Take no more data: the remaining partitions are skipped."""
-        self.mgr.terminate()
+        self._feed.terminate()
         self.done_feeding = True
+        self._current = None  # rows already received are dropped too, as in TFoS
 
     # -- fast path ---------------------------------------------------------------------
     def dataset(self, batch_size: int, columns: list[str] | None = None):
@@ -222,19 +242,18 @@ class DataFeed:
         ds = tf.data.Dataset.from_generator(epoch, output_signature=signature).unbatch()
         # The feed already gave each node its own rows: a strategy must not shard again.
         options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = \
-            tf.data.experimental.AutoShardPolicy.OFF
+        disable_auto_shard(options)
         return ds.with_options(options)
 
     def _peek(self) -> pa.RecordBatch | None:
-        item = self.mgr.buffer.peek(lambda i: isinstance(i, (Item, EndOfFeed)))
+        item = self._feed.buffer.peek(lambda i: isinstance(i, (Item, EndOfFeed)))
         return item.batch if isinstance(item, Item) else None
 
     def _epoch_batches(self, batch_size: int):
         """Batches of one epoch, cut so that all training nodes take the same steps."""
         batcher = None
         while not self.done_feeding:
-            got = self.mgr.buffer.get()
+            got = self._feed.buffer.get()
             if isinstance(got, EndOfFeed):
                 self.done_feeding = True
             elif isinstance(got, EpochStart):

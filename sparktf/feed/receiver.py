@@ -23,7 +23,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..errors import FeedError, ProtocolError
+from .. import protocol
+from ..errors import ConfigError, FeedError, ProtocolError
 from ..wire import Channel, HandshakeDeadline, close_listener, peername, serve
 from . import arrowconv
 
@@ -141,17 +142,33 @@ class FeedServer:
     # -- driver messages -----------------------------------------------------
     def control_handlers(self) -> dict:
         return {
-            "epoch_end": lambda m: self.buffer.put(EpochEnd(m["epoch"], m["counts"])),
-            "end_feed": lambda m: self.buffer.put(EndOfFeed()),
+            protocol.EpochEnd: lambda m: self.buffer.put(EpochEnd(m.epoch, m.counts)),
+            protocol.EndFeed: lambda m: self.buffer.put(EndOfFeed()),
         }
 
     # -- node side -------------------------------------------------------------
+    def open_feed(self, qname_in: str = "input", qname_out: str = "output") -> "FeedServer":
+        """What ``DataFeed`` reads: this server (``buffer``, ``terminated``, ``terminate``).
+
+        A cluster node has one feed, which TFoS called the ``'input'`` queue
+        (results go back as ``'output'``); other queue names are refused rather
+        than silently ignored.
+        """
+        for arg, name, default in (("qname_in", qname_in, "input"),
+                                   ("qname_out", qname_out, "output")):
+            if name != default:
+                raise ConfigError(
+                    f"DataFeed({arg}={name!r}): a sparktf cluster node has one feed, the "
+                    f"default {arg}={default!r}; named queues exist only in the local test "
+                    "harness (TFManager.start(authkey, queues, 'local'))")
+        return self
+
     def terminate(self) -> None:
         """Take no more data: refuse new batches and wake blocked feeders."""
         if not self.terminated.is_set():
             self.terminated.set()
             self.buffer.close()
-            self._control.send({"type": "terminate"})
+            self._control.send(protocol.Terminated().to_dict())
 
     def finish(self) -> None:
         """map_fun returned: nothing more will be consumed."""
