@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: test unit integration lint demo bench clean
 
-$(STAMP): setup.py
+$(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test,examples]'

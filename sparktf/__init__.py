@@ -5,6 +5,7 @@ executor APIs: ``TFCluster.run / train / inference / shutdown`` and
 ``TFNode.DataFeed / hdfs_path``.
 """
 
+from ._version import __version__  # noqa: F401 (the version, written once in _version.py)
 from . import cluster as TFCluster  # noqa: N812 (TensorFlowOnSpark's module name)
 from . import tfmanager as TFManager  # noqa: N812
 from . import tfnode as TFNode  # noqa: N812
@@ -13,8 +14,6 @@ from .checkpoint import CheckpointManager, export_model, local_copy
 from .cluster import InputMode
 from .errors import (ConfigError, FeedError, FeedTimeout, NodeError, ProtocolError,
                      ReservationTimeout, ShutdownTimeout, SparkTFError, StorageError)
-
-__version__ = "0.1.0"
 
 __all__ = ["TFCluster", "TFNode", "TFManager", "compat", "InputMode", "SparkTFError",
            "ConfigError", "NodeError",

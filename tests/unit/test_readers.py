@@ -188,11 +188,10 @@ def test_truncated_and_corrupt_files_raise_naming_file_and_offset(tmp_path):
         list(readers.iter_tfrecords(path, compression="GZIP"))
 
 
-def test_data_crc_is_checked_when_a_crc32c_module_is_there(tmp_path, monkeypatch):
+def test_a_corrupted_record_is_detected_by_default(tmp_path):
     d = str(tmp_path / "c")
     records = write_tfrecords(d, [3], size=50)
     path = os.path.join(d, "part-00000")
-    monkeypatch.setattr(tfrecord, "_fast_crc32c", lambda: tfrecord._crc32c_py)
     assert list(readers.iter_tfrecords(path)) == records
     bad = bytearray(open(path, "rb").read())
     bad[16 + len(records[0]) + 12 + 5] ^= 0x01  # a data byte of the second record
@@ -200,7 +199,16 @@ def test_data_crc_is_checked_when_a_crc32c_module_is_there(tmp_path, monkeypatch
     with pytest.raises(readers.CorruptRecordError, match=f"offset {16 + len(records[0])}: the "
                                                          "CRC of its"):
         list(readers.iter_tfrecords(path))
+    ds = readers.tfrecord_dataset(path, native=False)  # the remote-store path, default options
+    with pytest.raises(Exception, match="the CRC of its"):
+        list(ds.as_numpy_iterator())
     assert len(list(readers.iter_tfrecords(path, check_crc=False))) == 3
+
+
+def test_crc32c_agrees_with_the_pure_python_one():
+    for data in [b"", b"a", bytes(range(256)) * 3, b"123456789"]:
+        assert tfrecord._crc32c(data) == tfrecord._crc32c_py(data)
+    assert tfrecord._crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
 
 
 # ---------------------------------------------------------------------------- CSV
