@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Mapping
 
 logger = logging.getLogger(__name__)
 
@@ -35,22 +35,24 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def start(log_dir: str, host: str, log: BinaryIO,
-          on_url: Callable[[str], None]) -> subprocess.Popen:
+def start(log_dir: str, host: str, log: BinaryIO, on_url: Callable[[str], None],
+          env: Mapping[str, str] | None = None) -> subprocess.Popen:
     """Start TensorBoard on ``log_dir``; call ``on_url`` once it serves.
 
-    Its output is copied to ``log`` (the node's log file).  Call from the
-    thread that lives as long as the server should (the parent-death signal
-    follows the creating thread).
+    ``env`` is its environment (the node's: ``TENSORBOARD_PORT`` there is
+    honoured); default: this process's.  Its output is copied to ``log`` (the
+    node's log file).  Call from the thread that lives as long as the server
+    should (the parent-death signal follows the creating thread).
     """
     os.makedirs(log_dir, exist_ok=True)
-    port = os.environ.get("TENSORBOARD_PORT", "0")
+    env = dict(os.environ if env is None else env)
+    port = env.get("TENSORBOARD_PORT", "0")
     proc = subprocess.Popen(
         [sys.executable, "-m", "tensorboard.main", "--logdir", log_dir, "--host", host,
          "--port", port, "--reload_interval", "2"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True, preexec_fn=_die_with_parent,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+        env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"))
 
     def pump() -> None:
         reported = False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 
 import pytest
@@ -63,10 +64,13 @@ def sc():
 
 @pytest.fixture
 def no_leftovers():
-    """Fail the test if a sparktf process outlives it."""
+    """Fail the test if a sparktf process, monitor thread or timer outlives it."""
     yield
     left = wait_no_sparktf_processes()
     assert not left, f"sparktf processes left behind: {left}"
+    threads = [t.name for t in threading.enumerate()
+               if t.name == "sparktf-monitor" or isinstance(t, threading.Timer)]
+    assert not threads, f"driver threads left behind: {threads}"
 
 
 # Storage servers (WebHDFS, moto S3) as session fixtures; tests/ on sys.path makes

@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from .. import paths
+from .. import paths, roles
+from ..protocol import NodeSpec
 
 
 class NodeContext:
@@ -25,26 +26,26 @@ class NodeContext:
     ``tmp_socket`` (the socket holding the TF port while ``release_port=False``).
     """
 
-    def __init__(self, spec: dict, mgr: Any = None,
+    def __init__(self, spec: NodeSpec, mgr: Any = None,
                  tmp_socket: socket.socket | None = None) -> None:
-        self.executor_id: int = spec["node"]
-        self.worker_num: int = spec["node"]
-        self.job_name: str = spec["job"]
-        self.task_index: int = spec["index"]
-        self.cluster_spec: dict[str, list[str]] = spec["cluster_spec"]
-        self.num_workers: int = spec["num_workers"]
-        self.defaultFS: str = spec["default_fs"]
-        self.working_dir: str = spec["working_dir"]
-        self.node_dir: str = spec["node_dir"]
-        self.log_dir: str = spec["log_dir"]
-        self.log_url: str | None = spec.get("log_url")
-        self.host: str = spec["host"]
-        self.tf_port: int = spec["tf_port"]
+        self.executor_id: int = spec.node
+        self.worker_num: int = spec.node
+        self.job_name: str = spec.job
+        self.task_index: int = spec.index
+        self.cluster_spec: dict[str, list[str]] = spec.cluster_spec
+        self.num_workers: int = spec.num_workers
+        self.defaultFS: str = spec.default_fs
+        self.working_dir: str = spec.working_dir
+        self.node_dir: str = spec.node_dir
+        self.log_dir: str = spec.log_dir
+        self.log_url: str | None = spec.log_url
+        self.host: str = spec.host
+        self.tf_port: int = spec.tf_port
         #: 0 on the first start; n after the n-th restart (``max_restarts``).
-        self.attempt: int = spec.get("attempt", 0)
+        self.attempt: int = spec.attempt
         #: This node's rank among the ``num_workers`` training nodes (chief or
         #: master first, then the workers); None for ps and evaluator nodes.
-        self.rank: int | None = _rank(self.job_name, self.task_index, self.cluster_spec)
+        self.rank: int | None = roles.rank(self.job_name, self.task_index, self.cluster_spec)
         self.mgr = mgr
         self.tmp_socket = tmp_socket
 
@@ -84,10 +85,3 @@ class NodeContext:
             "ctx.export_saved_model(sess, ...) is TensorFlow 1.x only. Use model.save(path) or "
             "tf.saved_model.save(obj, path) on the chief.")
 
-
-def _rank(job: str, index: int, cluster_spec: dict[str, list[str]]) -> int | None:
-    if job in ("chief", "master"):
-        return index
-    if job == "worker":
-        return index + len(cluster_spec.get("chief", [])) + len(cluster_spec.get("master", []))
-    return None

@@ -14,15 +14,17 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 import os
 import re
 import socket
 import subprocess
 import sys
+import tempfile
 from typing import Iterator
 
+from .. import protocol
 from .. import roles as rolemod
 from . import procs
 
@@ -44,12 +46,6 @@ def executor_id() -> str:
     return os.environ.get("SPARK_EXECUTOR_ID") or os.path.basename(os.getcwd())
 
 
-def _private_file(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
 def _node_env(env: dict) -> dict:
     """The node's extra environment: the plan's, plus this worker's ``sys.path``.
 
@@ -62,41 +58,48 @@ def _node_env(env: dict) -> dict:
     return {**env, "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
 
 
-def start_node(plan: dict, payload: bytes, node: int, host: str, port_sock: socket.socket,
-               cluster_spec: dict, owner: int, detach: bool) -> subprocess.Popen:
+def node_directory(plan: protocol.LaunchPlan, node: int) -> str:
+    """Create node ``node``'s private directory (0700: it will hold the cluster secret)."""
+    base = plan.base_dir or os.path.join(os.getcwd(), "sparktf-nodes")
+    cluster_dir = os.path.join(base, plan.cluster_id)
+    os.makedirs(cluster_dir, mode=0o700, exist_ok=True)
+    node_dir = os.path.join(cluster_dir, f"node-{node}")
+    os.makedirs(node_dir, mode=0o700, exist_ok=True)
+    os.chmod(node_dir, 0o700)  # makedirs' mode is filtered by the umask
+    return node_dir
+
+
+def start_node(plan: protocol.LaunchPlan, payload: bytes, node: int, host: str,
+               port_sock: socket.socket, cluster_spec: dict, owner: int,
+               detach: bool) -> subprocess.Popen:
     """Write node ``node``'s spec and start its supervisor; return the supervisor process.
 
     Used by the barrier tasks and, for ``driver_ps_nodes``, by the driver.
     """
-    role = rolemod.Role(*plan["roles"][node])
-    node_dir = os.path.join(plan["base_dir"] or os.path.join(os.getcwd(), "sparktf-nodes"),
-                            plan["cluster_id"], f"node-{node}")
-    os.makedirs(node_dir, exist_ok=True)
+    roles = [rolemod.Role(*r) for r in plan.roles]
+    role = roles[node]
+    node_dir = node_directory(plan, node)
     # With a remote log_dir the node writes to a local directory, mirrored to log_url.
     # (Imported here: `python -m sparktf.node.logsync` must not find it imported by sparktf.)
     from . import logsync
-    log_dir, log_url = plan["log_dir"] or os.path.join(node_dir, "tensorboard"), None
-    if logsync.is_remote(plan["log_dir"]):
+    log_dir, log_url = plan.log_dir or os.path.join(node_dir, "tensorboard"), None
+    if logsync.is_remote(plan.log_dir):
         log_dir = os.path.join(node_dir, "tensorboard")
-        log_url = logsync.node_url(plan["log_dir"], role.job, role.index, cluster_spec)
-    spec = {
-        "node": node, "job": role.job, "index": role.index, "host": host,
-        "tf_port": port_sock.getsockname()[1], "executor": executor_id(),
-        "cluster_spec": cluster_spec, "tf_config": rolemod.tf_config(cluster_spec, role),
-        "num_workers": rolemod.num_workers([rolemod.Role(*r) for r in plan["roles"]]),
-        "input_mode": plan["input_mode"], "release_port": plan["release_port"],
-        "control": plan["control"], "secret": plan["secret"], "env": _node_env(plan["env"]),
-        "default_fs": plan["default_fs"], "working_dir": plan["working_dir"],
-        "node_dir": node_dir, "detach": detach, "attempt": plan.get("attempt", 0),
-        "log_path": os.path.join(node_dir, "node.log"),
-        "tensorboard": plan["tensorboard"] == node,
-        "log_dir": log_dir, "log_url": log_url,
-        "payload_path": os.path.join(node_dir, "payload.pkl"),
-    }
-    _private_file(spec["payload_path"], payload)
+        log_url = logsync.node_url(plan.log_dir, role.job, role.index, cluster_spec)
+    spec = protocol.NodeSpec(
+        node=node, job=role.job, index=role.index, host=host,
+        tf_port=port_sock.getsockname()[1], executor=executor_id(), cluster_spec=cluster_spec,
+        tf_config=rolemod.tf_config(cluster_spec, role), num_workers=rolemod.num_workers(roles),
+        input_mode=plan.input_mode, release_port=plan.release_port, control=plan.control,
+        secret=plan.secret, env=_node_env(plan.env), default_fs=plan.default_fs,
+        working_dir=plan.working_dir, node_dir=node_dir, detach=detach, attempt=plan.attempt,
+        tensorboard=plan.tensorboard == node, log_dir=log_dir, log_url=log_url,
+        keep_node_dir=plan.keep_node_dirs)
+    protocol.write_private(spec.payload_path, payload)
     spec_path = os.path.join(node_dir, "spec.json")
-    _private_file(spec_path, json.dumps(spec).encode())
-    with open(spec["log_path"], "ab") as log:
+    spec.write(spec_path)
+    fd = os.open(spec.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "sparktf.node.supervisor", spec_path, str(owner),
              str(port_sock.fileno())],
@@ -106,7 +109,18 @@ def start_node(plan: dict, payload: bytes, node: int, host: str, port_sock: sock
     return proc
 
 
-def barrier_task(plan: dict, payload: bytes):
+def start_driver_ps(plan: protocol.LaunchPlan, payload: bytes, socks: list[socket.socket],
+                    cluster_spec: dict) -> list[subprocess.Popen]:
+    """Start the ps nodes on the driver (``driver_ps_nodes=True``), owned by the driver."""
+    # On the driver, node files go to the temp dir, not the application's cwd.
+    local = os.path.join(tempfile.gettempdir(), "sparktf-nodes")
+    plan = dataclasses.replace(plan, base_dir=plan.base_dir or local)
+    host = plan.control[0]
+    return [start_node(plan, payload, i, host, sock, cluster_spec, os.getpid(), detach=False)
+            for i, sock in enumerate(socks)]
+
+
+def barrier_task(plan: protocol.LaunchPlan, payload: bytes):
     """The function that ``mapPartitions`` runs in each barrier task."""
 
     def launch(_: Iterator) -> Iterator[int]:
@@ -117,15 +131,15 @@ def barrier_task(plan: dict, payload: bytes):
         host = ctx.getTaskInfos()[node].address.rsplit(":", 1)[0]
         port_sock = reserve_port(host)
         mine = f"{host}:{port_sock.getsockname()[1]}"
-        addresses = plan["ps_addresses"] + ctx.allGather(mine)
-        node += len(plan["ps_addresses"])
-        spec = rolemod.cluster_spec([rolemod.Role(*r) for r in plan["roles"]], addresses)
-        spark_mode = plan["input_mode"] == 1
+        addresses = plan.ps_addresses + ctx.allGather(mine)
+        node += len(plan.ps_addresses)
+        spec = rolemod.cluster_spec([rolemod.Role(*r) for r in plan.roles], addresses)
+        spark_mode = plan.input_mode == protocol.InputMode.SPARK
         owner = procs.executor_jvm_pid() if spark_mode else os.getpid()
         proc = start_node(plan, payload, node, host, port_sock, spec, owner, detach=spark_mode)
         code = proc.wait()
         if code != 0:
-            role = rolemod.Role(*plan["roles"][node])
+            role = rolemod.Role(*plan.roles[node])
             raise RuntimeError(f"sparktf node {role.name} (node {node}) failed with exit code "
                                f"{code}; see the driver's error for its log")
         yield node

@@ -3,11 +3,12 @@
 A fresh Python process per node and cluster, so that TensorFlow's
 process-wide state (collective ops, the gRPC server) never leaks from one
 cluster into the next.  It reports to the driver over the control channel
-(``ready`` with its feed address, then ``finished`` or ``failed`` with the
-traceback) and runs ``map_fun(tf_args, ctx)`` in its main thread.  Its
-supervisor (:mod:`sparktf.node.supervisor`) started it with stdout and stderr
-going to the node's log file, and kills it when it is told to stop or when
-its owner dies.
+(``ready`` with its feed address, then ``finished``; an exception goes to a
+private file that its supervisor reports with the exit code, so the driver
+gets one report that names the cause first) and runs ``map_fun(tf_args, ctx)``
+in its main thread.  Its supervisor (:mod:`sparktf.node.supervisor`) started
+it with stdout and stderr going to the node's log file, and kills it when it
+is told to stop or when its owner dies.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ import os
 import socket
 import sys
 import traceback
+from typing import Any, Callable
 
 from pyspark import cloudpickle
 
+from .. import protocol
 from ..control import ControlClient
+from ..errors import ProtocolError
+from ..protocol import InputMode, NodeSpec
 from . import procs
 from .context import NodeContext
 
@@ -46,39 +51,36 @@ def _lost_driver() -> None:
 
 
 def run(spec_path: str) -> int:
-    with open(spec_path) as f:
-        spec = json.load(f)
-    with open(spec["payload_path"], "rb") as f:  # written by our own launcher, mode 0600
+    spec = NodeSpec.load(spec_path)
+    with open(spec.payload_path, "rb") as f:  # written by our own launcher, mode 0600
         map_fun, tf_args = cloudpickle.load(f)
-    secret = bytes.fromhex(spec["secret"])
+    secret = bytes.fromhex(spec.secret)
     procs.on_exit(os.getppid(), _lost_supervisor)
-    node = spec["node"]
-    name = f"{spec['job']}:{spec['index']}"
     port_sock = None
     if PORT_FD_ENV in os.environ:
         port_sock = socket.socket(fileno=int(os.environ.pop(PORT_FD_ENV)))
 
-    handlers = {}
-    control = ControlClient(spec["control"], secret, node, "node",
-                            on_message=lambda msg: handlers.get(msg.get("type"), _ignore)(msg),
+    handlers: dict[type, Callable[[Any], None]] = {}
+    control = ControlClient(spec.control, secret, spec.node, "node",
+                            on_message=lambda raw: _dispatch(handlers, raw),
                             on_lost=_lost_driver)
     mgr = None
-    ready: dict = {"type": "ready", "pid": os.getpid(), "feed": None}
-    if spec["input_mode"] == 1:
+    feed = None
+    if spec.input_mode == InputMode.SPARK:
         from ..feed.receiver import FeedServer
-        mgr = FeedServer(spec["host"], secret, control)
+        mgr = FeedServer(spec.host, secret, control)
         handlers.update(mgr.control_handlers())
-        ready["feed"] = list(mgr.address)
+        feed = list(mgr.address)
 
     if isinstance(tf_args, list):
-        sys.argv = [sys.argv[0]] + [str(a) for a in tf_args]
-    if spec["release_port"] and port_sock is not None:
+        sys.argv = [str(a) for a in tf_args]  # as TensorFlowOnSpark: users pass sys.argv
+    if spec.release_port and port_sock is not None:
         port_sock.close()
         port_sock = None
     ctx = NodeContext(spec, mgr=mgr, tmp_socket=port_sock)
-    logger.info("node %s (executor %d) starting map_fun; TF_CONFIG=%s", name, node,
+    logger.info("node %s (executor %d) starting map_fun; TF_CONFIG=%s", spec.name, spec.node,
                 os.environ.get("TF_CONFIG"))
-    control.send(ready)
+    control.send(protocol.Ready(pid=os.getpid(), feed=feed).to_dict())
     try:
         map_fun(tf_args, ctx)
     except BaseException as e:  # report everything, including SystemExit
@@ -87,19 +89,30 @@ def run(spec_path: str) -> int:
         sys.stderr.flush()
         code = e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1
         if code == 0:
-            control.send({"type": "finished"})
+            control.send(protocol.Finished().to_dict())
             return 0
-        control.send({"type": "failed", "error": f"{type(e).__name__}: {e}", "traceback": tb})
+        # The supervisor reports it with the exit code: one report, cause first.
+        protocol.write_private(spec.failure_path, json.dumps(
+            {"error": f"{type(e).__name__}: {e}", "traceback": tb}).encode())
         return code
     if mgr is not None:
         mgr.finish()
-    logger.info("node %s: map_fun returned", name)
-    control.send({"type": "finished"})
+    logger.info("node %s: map_fun returned", spec.name)
+    control.send(protocol.Finished().to_dict())
     return 0
 
 
-def _ignore(msg: dict) -> None:
-    logger.debug("ignoring control message %r", msg.get("type"))
+def _dispatch(handlers: dict[type, Callable[[Any], None]], raw: dict) -> None:
+    try:
+        msg = protocol.decode(raw)
+    except ProtocolError as e:
+        logger.warning("ignoring a control message from the driver: %s", e)
+        return
+    handler = handlers.get(type(msg))
+    if handler is None:
+        logger.debug("ignoring control message %r", msg.TYPE)
+    else:
+        handler(msg)
 
 
 def main() -> None:

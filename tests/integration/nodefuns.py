@@ -6,8 +6,18 @@ import time
 
 
 def report(args, ctx):
-    """Write what the node saw to args['out']/node-<executor_id>.json."""
-    info = {"executor_id": ctx.executor_id, "worker_num": ctx.worker_num,
+    """Write what the node saw to args['out']/node-<executor_id>.json.
+
+    ``args`` is a dict, or an argv list with ``--out DIR`` (TFoS style).
+    """
+    import stat
+    import sys
+    if isinstance(args, list):
+        args = {"out": args[args.index("--out") + 1]}
+    modes = {name: oct(stat.S_IMODE(os.stat(os.path.join(ctx.node_dir, name)).st_mode))
+             for name in (".", "spec.json", "payload.pkl")}
+    info = {"argv": sys.argv, "node_dir": ctx.node_dir, "modes": modes,
+            "executor_id": ctx.executor_id, "worker_num": ctx.worker_num,
             "job_name": ctx.job_name, "task_index": ctx.task_index,
             "cluster_spec": ctx.cluster_spec, "num_workers": ctx.num_workers,
             "tf_config": json.loads(os.environ["TF_CONFIG"]), "defaultFS": ctx.defaultFS,

@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import socket
 import time
 
@@ -42,13 +43,21 @@ def test_roles_tf_config_and_ctx(sc, tmp_path, no_leftovers):
         assert r["legacy"] == "1"
         assert r["secret_env"] == [], "PySpark's worker secret leaked into the node"
     assert len({r["pid"] for r in reports}) == 3
+    for r in reports:  # node directories hold the secret: private, and gone after shutdown
+        assert r["modes"] == {".": "0o700", "spec.json": "0o600", "payload.pkl": "0o600"}
+        assert not os.path.exists(r["node_dir"])
 
 
 def test_worker_only_cluster_gets_tf_config(sc, tmp_path, no_leftovers):
-    cluster = TFCluster.run(sc, nodefuns.report, {"out": str(tmp_path)}, 2,
-                            reservation_timeout=120, legacy_keras=False)
+    argv = ["train.py", "--out", str(tmp_path)]  # TFoS users pass sys.argv
+    cluster = TFCluster.run(sc, nodefuns.report, argv, 2, reservation_timeout=120,
+                            legacy_keras=False, keep_node_dirs=True)
     cluster.shutdown(timeout=60)
     reports = read_reports(tmp_path)
+    assert [r["argv"] for r in reports] == [argv, argv], "sys.argv is tf_args, as in TFoS"
+    for r in reports:
+        assert os.path.exists(os.path.join(r["node_dir"], "node.log"))  # kept on request
+        shutil.rmtree(r["node_dir"])
     assert [r["tf_config"]["task"] for r in reports] == [
         {"type": "worker", "index": 0}, {"type": "worker", "index": 1}]
     assert reports[0]["legacy"] is None
@@ -101,7 +110,7 @@ def test_shutdown_timeout_names_running_nodes(sc, tmp_path, no_leftovers):
 def test_bad_connections_to_control_channel_are_dropped(sc, tmp_path, no_leftovers, caplog):
     cluster = TFCluster.run(sc, nodefuns.sleep_forever, {"out": str(tmp_path)}, 1,
                             reservation_timeout=120)
-    host, port = cluster.control.address
+    host, port = cluster.control_address
     with socket.create_connection((host, port)) as s:  # not our protocol at all
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         s.recv(100)

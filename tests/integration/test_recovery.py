@@ -3,6 +3,7 @@
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,7 +104,7 @@ def test_killing_the_driver_leaves_no_node_or_tensorboard(tmp_path):
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable)
     driver = subprocess.Popen([sys.executable, os.path.join(HERE, "orphan_driver.py"),
                                str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              text=True, env=env, start_new_session=True)
+                              text=True, env=env, start_new_session=True, cwd=tmp_path)
     try:
         line = driver.stdout.readline()  # blocks until the cluster runs (or the driver dies)
         assert line.startswith("RUNNING http://"), line
@@ -132,10 +133,12 @@ def test_the_secret_never_reaches_driver_or_executor_logs(sc, tmp_path, no_lefto
     import feedfuns
     caplog.set_level("DEBUG", logger="sparktf")
     cluster = TFCluster.run(sc, feedfuns.count_rows, {"out": str(tmp_path)}, 2,
-                            input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120)
+                            input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120,
+                            keep_node_dirs=True)
+    spec = json.load(open(os.path.join(os.path.dirname(cluster.nodes[0].log), "spec.json")))
+    secret = bytes.fromhex(spec["secret"])
     cluster.train(sc.parallelize([(np.zeros(4, "float32"), i) for i in range(500)], 3))
     cluster.shutdown()
-    secret = cluster._secret
     executor_dirs = {os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(n.log))))
                      for n in cluster.nodes}
     logs = [caplog.text] + [open(os.path.join(d, name), errors="replace").read()
@@ -145,3 +148,4 @@ def test_the_secret_never_reaches_driver_or_executor_logs(sc, tmp_path, no_lefto
     assert len(logs) >= 5 and "sparktf" in "".join(logs[1:])
     for text in logs:
         assert secret.hex() not in text and repr(secret)[2:-1] not in text
+    shutil.rmtree(os.path.dirname(os.path.dirname(cluster.nodes[0].log)))  # kept for the test

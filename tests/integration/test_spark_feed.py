@@ -10,7 +10,7 @@ import pytest
 
 import feedfuns
 from sparktf import TFCluster
-from sparktf.errors import FeedError, NodeError
+from sparktf.errors import ConfigError, FeedError, NodeError, ShutdownTimeout, SparkTFError
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,18 @@ def start(sc, fn, out, n=2, **kw):
 
 def test_uneven_partitions_every_row_once_per_epoch(sc, tmp_path, no_leftovers):
     cluster = start(sc, feedfuns.count_rows, tmp_path)
-    cluster.train(uneven_rdd(sc), num_epochs=2)
+    with pytest.raises(ConfigError, match="qname='other'"):
+        cluster.train(uneven_rdd(sc), qname="other")
+    # The caller's job group survives train(): its later jobs are not sparktf's to cancel.
+    sc.setJobGroup("mine", "the user's jobs")
+    cluster.train(dataRDD=uneven_rdd(sc), num_epochs=2)  # TFoS's keyword
+    assert sc.getLocalProperty("spark.jobGroup.id") == "mine"
+    assert sc.getLocalProperty("spark.job.description") == "the user's jobs"
+    assert not any(t.startswith("sparktf") for t in sc.getJobTags())
+    sc.parallelize(range(3), 3).count()
+    assert len(sc.statusTracker().getJobIdsForGroup("mine")) == 1
+    sc.setLocalProperty("spark.jobGroup.id", None)
+    sc.setLocalProperty("spark.job.description", None)
     cluster.shutdown(timeout=60)
     got = results(tmp_path, "count")
     total = sum(SIZES)
@@ -80,8 +91,8 @@ def test_inference_count_mismatch_names_partition_and_counts(sc, tmp_path, no_le
     cluster = start(sc, feedfuns.infer_short, tmp_path)
     # Partition 0 (5 rows) or 1 (first chunk of 10 rows), whichever fails first.
     mismatch = r"returned (4 results for 5|9 results for 10) rows of partition [01]"
-    with pytest.raises(Exception, match=mismatch):
-        cluster.inference(uneven_rdd(sc)).collect()
+    with pytest.raises(SparkTFError, match=mismatch):  # not Spark's PythonException
+        cluster.inference(dataRDD=uneven_rdd(sc)).collect()
     with pytest.raises(NodeError):
         cluster.shutdown(timeout=60)
 
@@ -100,8 +111,10 @@ def test_node_crash_mid_feed_raises_on_driver(sc, tmp_path, no_leftovers):
     # Far more data than the nodes buffer, so the crash happens while feeding.
     big = sc.parallelize(range(200000), 4).map(lambda i: (np.zeros(4, "float32"), i))
     t0 = time.monotonic()
-    with pytest.raises(NodeError, match="node exploded mid-feed"):
+    with pytest.raises(NodeError, match="node exploded mid-feed") as err:
         cluster.train(big, num_epochs=1)
+    # The headline names the node, then its exception (as in TENSORFLOW mode).
+    assert str(err.value).splitlines()[0].endswith("failed: RuntimeError: node exploded mid-feed")
     assert time.monotonic() - t0 < 10
     with pytest.raises(NodeError):
         cluster.shutdown(timeout=60)
@@ -127,9 +140,8 @@ def test_feed_timeout_names_the_node(sc, tmp_path, no_leftovers):
     big = sc.parallelize(range(200000), 1).map(lambda i: (np.zeros(64, "float32"), i))
     with pytest.raises(FeedTimeout, match=r"TF node worker:\d is alive but took no data for 2s"):
         cluster.train(big, num_epochs=1, feed_timeout=2)
-    cluster._stop_nodes(cluster.nodes, "test over")
-    with pytest.raises(Exception):
-        cluster.shutdown(timeout=10)
+    with pytest.raises(ShutdownTimeout):  # the stalled nodes are stopped
+        cluster.shutdown(timeout=3)
 
 
 def test_mwms_training_through_next_batch(sc, tmp_path, no_leftovers):
@@ -155,5 +167,7 @@ def test_backpressure_bounds_node_memory(sc, tmp_path, no_leftovers, caplog):
     # Progress while feeding (every 5 s), and the epoch summary with rows per node.
     assert "sparktf train epoch 1/1: " in caplog.text and "partitions fed in" in caplog.text
     assert "sparktf train epoch 1/1: 160000 rows in" in caplog.text
+    # Progress counts this feed job's 4 partitions, not the barrier job's tasks too.
+    assert "of 4 partitions fed in" in caplog.text, caplog.text
     for r in got:
         assert r["growth_mb"] < 150, r

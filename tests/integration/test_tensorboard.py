@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 import urllib.request
@@ -169,13 +170,16 @@ def test_tensorboard_serves_the_run_and_its_event_files_reach_s3(sc, s3_server, 
     from pyspark import cloudpickle
     cloudpickle.register_pickle_by_value(tbfuns)
     url = f"{s3_server['url']}/tb-{uuid.uuid4().hex[:8]}"
-    env = {**s3_server["env"], logsync.INTERVAL_ENV: "1"}
+    with socket.socket() as s:  # a free port for TENSORBOARD_PORT, which run(env=) passes on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**s3_server["env"], logsync.INTERVAL_ENV: "1", "TENSORBOARD_PORT": str(port)}
     cluster = TFCluster.run(sc, tbfuns.fit_and_record, {"out": str(tmp_path)}, 2,
                             master_node="chief", tensorboard=True, log_dir=url, env=env,
-                            reservation_timeout=120)
+                            reservation_timeout=120, keep_node_dirs=True)
     tb = cluster.tensorboard_url()
     try:
-        assert tb and tb.startswith("http://127.0.0.1:")
+        assert tb == f"http://127.0.0.1:{port}"
         assert f"TensorBoard for cluster {cluster.cluster_id}: {tb}" in caplog.text
         assert [p for p in sparktf_processes() if "tensorboard.main" in p[1]]
         assert get(tb)[0] == 200
@@ -209,3 +213,5 @@ def test_tensorboard_serves_the_run_and_its_event_files_reach_s3(sc, s3_server, 
                 os.path.join(node["log_dir"], "train", name)) > 0
     data = fs.open_input(event_files(url)[0]).read()
     assert len(data) > 0 and b"epoch_loss" in data
+    for node in (chief, worker):  # kept for this test (keep_node_dirs=True)
+        shutil.rmtree(os.path.dirname(node["log_dir"]))

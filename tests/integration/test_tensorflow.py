@@ -62,4 +62,4 @@ def test_driver_ps_nodes_run_ps_on_the_driver(sc, tmp_path, no_leftovers):
     assert os.path.exists(ps.log), "the ps node's files live on the driver"
     cluster.shutdown(timeout=300)
     assert [r["job"] for r in weights(tmp_path)] == ["chief"]
-    assert ps.state == "stopped"
+    assert cluster.nodes[0].state == "stopped"

@@ -1,0 +1,192 @@
+"""SPARK mode on the driver: one epoch's feed job, the inference RDD, and their errors.
+
+The data path itself runs in the Spark tasks (:mod:`sparktf.feed.sender`);
+this module starts those jobs, logs their progress, tells the nodes where each
+epoch ends, and turns a failed Spark task into the sparktf exception that
+explains it (a node's own error when there is one, else the feeding task's).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+from pyspark.core.rdd import PipelinedRDD
+
+from .. import errors, protocol
+from ..errors import FeedError, SparkTFError
+from ..feed import arrowconv, sender
+from . import sparkjobs
+from .attempt import Attempt
+from .state import LOST_GRACE, NodeState
+
+logger = logging.getLogger(__name__)
+
+_SPARKTF_ERROR = re.compile(r"sparktf\.errors\.(\w+): ([^\n]*)")
+
+
+def is_dataframe(data: Any) -> bool:
+    return hasattr(data, "mapInArrow") and hasattr(data, "schema")
+
+
+def translate(e: BaseException, attempt: Attempt, description: str) -> SparkTFError:
+    """The sparktf error behind a failed feed job.
+
+    A node's own report (its exception, or how it died) explains more than the
+    task error it caused, so wait briefly for one.  Otherwise the feeding
+    task's own sparktf error (bad rows, a count mismatch, a feed timeout) is
+    found in Spark's text and raised as its class.
+    """
+    if isinstance(e, SparkTFError):
+        return e
+    error = attempt.wait_for_error(LOST_GRACE)
+    if error is not None:
+        return error
+    found = _SPARKTF_ERROR.findall(str(e))
+    if found:
+        cls = getattr(errors, found[-1][0], FeedError)
+        if not (isinstance(cls, type) and issubclass(cls, SparkTFError)):
+            cls = FeedError
+        return cls(f"{description}: {found[-1][1]}")
+    text = str(e).strip()
+    return FeedError(f"{description} failed: {text.splitlines()[0] if text else repr(e)}")
+
+
+class Feeder:
+    """Feeds one cluster's nodes; epochs are numbered across ``train()`` calls."""
+
+    def __init__(self, sc: Any) -> None:
+        self.sc = sc
+        self.epochs_fed = 0
+        self._jobs = 0
+
+    def run_job(self, attempt: Attempt, description: str, job: Callable[[], Any]) -> Any:
+        """Run ``job`` (Spark actions) in a job group of its own, logging its progress."""
+        self._jobs += 1
+        group = f"{attempt.tag}-feed-{self._jobs}"
+        done = threading.Event()
+        threading.Thread(target=sparkjobs.log_progress,
+                         args=(self.sc, group, description, done),
+                         name="sparktf-progress", daemon=True).start()
+        try:
+            with sparkjobs.job_scope(self.sc, group, description, attempt.tag):
+                return job()
+        except Exception as e:
+            raise translate(e, attempt, description) from None
+        finally:
+            done.set()
+
+    def train_epoch(self, attempt: Attempt, data: Any, description: str,
+                    feed_timeout: float) -> dict[int, int] | None:
+        """Feed ``data`` once; return rows per node, or None if every node terminated."""
+        nodes = attempt.data_nodes()
+        if not nodes:
+            return None
+        arrow = is_dataframe(data)
+        partitions = (data.rdd if arrow else data).getNumPartitions()
+        task = functools.partial(
+            sender.feed_train, nodes=_feed_targets(attempt, nodes),
+            secret=attempt.config.secret, epoch=self.epochs_fed, partitions=partitions,
+            feed_timeout=feed_timeout, arrow=arrow)
+        started = time.monotonic()
+        counts = self.run_job(attempt, description, lambda: _train_job(data, task, arrow))
+        elapsed = time.monotonic() - started
+        attempt.send_nodes(nodes, protocol.EpochEnd(
+            self.epochs_fed, {str(n.node): counts.get(n.node, 0) for n in nodes}))
+        self.epochs_fed += 1
+        total = sum(counts.values())
+        logger.info("%s: %d rows in %.1fs (%.0f rows/s); %s", description, total, elapsed,
+                    total / max(elapsed, 1e-9),
+                    ", ".join(f"{n.role.name} {counts.get(n.node, 0)}" for n in nodes))
+        return counts
+
+    def inference(self, attempt: Attempt, data: Any, feed_timeout: float,
+                  current: Callable[[], Attempt]) -> Any:
+        """A lazy RDD with one result per input row (see ``TFCluster.inference``)."""
+        nodes = attempt.data_nodes()
+        if not nodes:
+            raise errors.ConfigError("no TF node takes inference data (all finished or "
+                                     "terminated)")
+        rdd = data.rdd if is_dataframe(data) else data
+        targets, secret = _feed_targets(attempt, nodes), attempt.config.secret
+
+        def infer(partition: int, rows: Any) -> Any:
+            node = targets[partition % len(targets)]
+            for result in sender.feed_inference(partition, rows, node, secret, feed_timeout,
+                                                arrow=False):
+                yield from arrowconv.decode_rows(result)
+
+        return InferenceRDD(rdd, infer, lambda e: translate(e, current(), "sparktf inference"))
+
+
+def _feed_targets(attempt: Attempt, nodes: list[NodeState]) -> list[dict]:
+    """What a feeding task needs to reach each node (plain data: it travels with the task)."""
+    return [{"node": n.node, "name": n.role.name, "feed": list(n.feed),
+             "control": list(attempt.control.address)} for n in nodes]
+
+
+def _train_job(data: Any, task: Callable, arrow: bool) -> dict[int, int]:
+    """Run one epoch's feeding job; return the rows delivered per node."""
+    if arrow:
+        def feed_batches(batches: Any) -> Any:
+            import pyarrow as pa
+            from pyspark import TaskContext
+            sent = task(TaskContext.get().partitionId(), batches)
+            yield pa.RecordBatch.from_pydict({"node": list(sent), "rows": list(sent.values())})
+
+        rows = data.mapInArrow(feed_batches, "node long, rows long").collect()
+        per_task = [{r["node"]: r["rows"]} for r in rows]
+    else:
+        per_task = data.mapPartitionsWithIndex(lambda p, it: [task(p, it)]).collect()
+    counts: dict[int, int] = {}
+    for sent in per_task:
+        for node, rows in sent.items():
+            counts[node] = counts.get(node, 0) + rows
+    return counts
+
+
+class InferenceRDD(PipelinedRDD):
+    """The RDD ``inference()`` returns: its actions raise sparktf errors.
+
+    A node that fails, or a ``map_fun`` that returns more or fewer results than
+    rows, fails a Spark task; the actions of this RDD turn that into the
+    :class:`sparktf.NodeError` or :class:`sparktf.FeedError` that explains it.
+    (Actions on RDDs or DataFrames derived from it raise Spark's own exception,
+    whose text holds the same message.)
+    """
+
+    def __init__(self, prev: Any, func: Callable[[int, Any], Any],
+                 translate: Callable[[BaseException], SparkTFError]) -> None:
+        super().__init__(prev, func, preservesPartitioning=True)
+        self._translate = translate
+
+    def toLocalIterator(self, prefetchPartitions: bool = False) -> Iterator:  # noqa: N802,N803
+        try:
+            yield from super().toLocalIterator(prefetchPartitions)
+        except SparkTFError:
+            raise
+        except Exception as e:
+            raise self._translate(e) from None
+
+
+def _translating(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def action(self: InferenceRDD, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except SparkTFError:
+            raise
+        except Exception as e:
+            raise self._translate(e) from None
+    return action
+
+
+for _name in ("collect", "count", "take", "first", "reduce", "fold", "aggregate", "sum",
+              "foreach", "foreachPartition", "saveAsTextFile", "saveAsPickleFile",
+              "countByValue", "collectAsMap", "top", "takeOrdered", "isEmpty", "max", "min",
+              "mean", "stats"):
+    setattr(InferenceRDD, _name, _translating(getattr(PipelinedRDD, _name)))
