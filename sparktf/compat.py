@@ -12,6 +12,7 @@ TensorFlow is imported inside the functions, so importing this module is cheap.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable
 
 from .checkpoint import export_model
@@ -42,16 +43,19 @@ def _saved_model_writer(model: Any) -> Callable[[str], Any]:
     return lambda path: tf.saved_model.save(model, path)
 
 
-def export_saved_model(model: Any, export_dir: str, is_chief: bool = False) -> str | None:
+def export_saved_model(model: Any, export_dir: str | bytes | os.PathLike, is_chief: bool = False
+                       ) -> str | None:
     """Export ``model`` as a SavedModel at ``export_dir`` on the chief.
 
     Every node must call it: under MultiWorkerMirroredStrategy saving is
     collective, so the other nodes save too, into a throw-away local directory
     that is removed at once.  ``export_dir`` may be a local path or any URL
     sparktf writes (``hdfs://``, ``webhdfs://``, ``s3://``).  Returns
-    ``export_dir`` on the chief, None elsewhere.
+    ``export_dir`` (as a str) on the chief, None elsewhere.
     """
-    return export_model(export_dir, _saved_model_writer(model), _Role(is_chief))
+    # TFoS's examples pass export_lib.get_timestamped_export_dir(...), which is bytes.
+    url = os.fsdecode(os.fspath(export_dir))
+    return export_model(url, _saved_model_writer(model), _Role(is_chief))
 
 
 def disable_auto_shard(options: Any) -> None:
