@@ -14,8 +14,11 @@ from .checkpoint import CheckpointManager, export_model, local_copy
 from .cluster import InputMode
 from .errors import (ConfigError, FeedError, FeedTimeout, NodeError, ProtocolError,
                      ReservationTimeout, ShutdownTimeout, SparkTFError, StorageError)
+from .errors import ModelLoadError, PredictInputError
+from .serving import PredictUDF, predict_udf
 
 __all__ = ["TFCluster", "TFNode", "TFManager", "compat", "InputMode", "SparkTFError",
            "ConfigError", "NodeError",
            "ReservationTimeout", "ShutdownTimeout", "ProtocolError", "FeedError", "FeedTimeout",
-           "StorageError", "CheckpointManager", "export_model", "local_copy"]
+           "StorageError", "CheckpointManager", "export_model", "local_copy",
+           "ModelLoadError", "PredictInputError", "PredictUDF", "predict_udf"]
