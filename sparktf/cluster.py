@@ -27,9 +27,11 @@ from pyspark import cloudpickle
 
 from . import fs, paths
 from . import roles as rolemod
+from . import tls as tlsmod
 from .driver.attempt import Attempt, ClusterConfig
-from .driver.feeding import Feeder
+from .driver.feeding import Feeder, is_dataframe
 from .driver.state import NodeState
+from .driver.streaming import StreamControl, is_stream
 from .errors import ConfigError, ShutdownTimeout, SparkTFError
 from .protocol import InputMode
 from .wire import new_secret
@@ -53,6 +55,7 @@ class TFCluster:
         self.restarts = 0  # restarts so far
         self._attempt = Attempt(config, 0)
         self._feeder = Feeder(config.sc)
+        self._streams = StreamControl(self)  # DStreams and Structured Streaming
         self._shut_down = False
 
     # -- what users read -----------------------------------------------------------
@@ -128,7 +131,8 @@ class TFCluster:
                               "stream; leave qname at its default 'input'")
 
     def train(self, dataRDD: Any, num_epochs: int = 1, feed_timeout: float = 600,  # noqa: N803
-              qname: str = "input") -> None:
+              qname: str = "input", *, checkpoint_location: str | None = None,
+              trigger: dict | None = None) -> Any:
         """Feed an RDD or a DataFrame to the training nodes ``num_epochs`` times.
 
         Each row reaches exactly one node once per epoch; nodes end each epoch
@@ -136,10 +140,19 @@ class TFCluster:
         uses to give all synchronous workers the same number of steps.  Returns
         early if every node called ``terminate()``.  (TensorFlowOnSpark turned
         ``num_epochs=0`` into 10; here it is an error.)
+
+        A DStream or a streaming DataFrame is fed micro-batch by micro-batch
+        (each ``num_epochs`` times) while it runs; a streaming DataFrame's
+        query (with ``checkpoint_location`` and ``trigger``, e.g.
+        ``{"processingTime": "5 seconds"}``) is started and returned.  See
+        :mod:`sparktf.driver.streaming` and ``shutdown(ssc)``.
         """
         self._check_feed("train", qname)
         if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
             raise ConfigError(f"num_epochs must be an integer >= 1, got {num_epochs!r}")
+        if is_stream(dataRDD):  # streaming hook
+            return self._streams.train(dataRDD, num_epochs, feed_timeout, checkpoint_location,
+                                       trigger)
         for epoch in range(num_epochs):
             description = f"sparktf train epoch {epoch + 1}/{num_epochs}"
             while True:
@@ -155,16 +168,26 @@ class TFCluster:
                 logger.info("sparktf train: every node called terminate(); stopping the feed")
                 return
 
-    def inference(self, dataRDD: Any, feed_timeout: float = 600,  # noqa: N803
-                  qname: str = "input") -> Any:
-        """A lazy RDD with one result per input row, in input order within each partition.
+    def inference(self, dataRDD: Any, feed_timeout: float = 600, qname: str = "input",  # noqa: N803
+                  *, schema: Any = None, keep_columns: list[str] | None = None) -> Any:
+        """Run the nodes' inference on every row: one result per row, in input order.
 
-        Partition ``p`` is fed to training node ``p mod k``.  For a DataFrame
-        the results follow the order of ``data.rdd``, so
-        ``data.rdd.zip(cluster.inference(data))`` pairs rows with results.  Its
-        actions raise :class:`sparktf.NodeError` or :class:`sparktf.FeedError`.
+        An RDD gives a lazy RDD of results (TensorFlowOnSpark's API): partition
+        ``p`` goes to training node ``p mod k``, and its actions raise
+        :class:`sparktf.NodeError` or :class:`sparktf.FeedError`.
+
+        A DataFrame gives a DataFrame, computed with ``mapInArrow`` (no Python
+        rows): its ``keep_columns`` (default: all) followed by the outputs,
+        typed by ``schema`` (a DDL string such as ``"prediction long"`` or a
+        ``StructType``); without ``schema`` the first row is run through the
+        nodes once to learn the output types.
         """
         self._check_feed("inference", qname)
+        if is_stream(dataRDD):  # streaming hook: a DStream of results
+            return self._streams.inference(dataRDD, feed_timeout)
+        if is_dataframe(dataRDD):
+            return self._feeder.inference_frame(self._attempt, dataRDD, feed_timeout, schema,
+                                                keep_columns)
         return self._feeder.inference(self._attempt, dataRDD, feed_timeout,
                                       lambda: self._attempt)
 
@@ -173,14 +196,17 @@ class TFCluster:
         """Wait for the training nodes, stop ps and evaluator nodes, raise the first error.
 
         ``grace_secs`` is waited after the training nodes finish, before the
-        serving nodes are stopped.  ``timeout`` bounds the whole wait; when it
-        expires the remaining nodes are stopped and :class:`ShutdownTimeout`
-        names them.
+        serving nodes are stopped.  With a StreamingContext ``ssc`` (or running
+        streaming queries) it first waits while the stream runs and stops it
+        gracefully on ``request_stop()``, SIGTERM/SIGINT, ``python -m sparktf
+        stop`` or when every training node is done; a failure stops it at once.
+        ``timeout`` bounds the whole wait (after the stream); when it expires
+        the remaining nodes are stopped and :class:`ShutdownTimeout` names them.
         """
         if self._shut_down:
             return
-        if ssc is not None:
-            raise ConfigError("shutdown(ssc=...) (Spark Streaming) is not supported yet")
+        if ssc is not None or self._streams.active:  # streaming hook: wait for a stop
+            self._streams.wait_and_stop(ssc)
         deadline = time.monotonic() + timeout
         if self.input_mode == InputMode.SPARK:
             self._attempt.end_feed()
@@ -194,6 +220,17 @@ class TFCluster:
         if attempt.error is not None:
             raise attempt.error
         logger.info("sparktf cluster %s: shut down", self.cluster_id)
+
+    def request_stop(self, reason: str = "request_stop()") -> None:
+        """Stop the running stream gracefully: ``shutdown(ssc)`` stops it (the micro-batch
+        in flight completes) and then the cluster.  Callable from any driver thread."""
+        self._streams.request_stop(reason)
+
+    def stop_command(self, directory: str | None = None) -> str:
+        """The stop file for ``python -m sparktf stop PATH`` (see :mod:`sparktf.stop`),
+        written in ``directory`` (default ``$SPARKTF_STOP_DIR`` or ``~/.sparktf/stop``)
+        when the first stream is registered, or now if called before."""
+        return self._streams.stop_command(directory)
 
     def _await_training(self, deadline: float, timeout: float) -> None:
         """Wait for the awaited nodes; in TENSORFLOW mode, restart a failed attempt."""
@@ -218,7 +255,8 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
         reservation_timeout: float = 600, queues: tuple = ("input", "output", "error"),
         eval_node: bool = False, release_port: bool = True, *, max_restarts: int = 0,
         legacy_keras: bool = True, env: dict[str, str] | None = None,
-        node_dir: str | None = None, keep_node_dirs: bool = False) -> TFCluster:
+        node_dir: str | None = None, keep_node_dirs: bool = False,
+        encrypt: bool | None = None) -> TFCluster:
     """Start ``num_executors`` TF nodes on the Spark executors and run ``map_fun`` on each.
 
     Arguments as in TensorFlowOnSpark's ``TFCluster.run`` (``tf_args`` given as
@@ -241,6 +279,10 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
       directory).  Node directories hold the cluster secret and the pickled
       ``map_fun``: they are private to the user and removed when the node
       ends, unless ``keep_node_dirs=True``.
+    * ``encrypt``: TLS 1.3 on the control and feed channels (:mod:`sparktf.tls`).
+      None (default): on when the application encrypts its Spark traffic
+      (``spark.network.crypto.enabled``, ``spark.ssl.enabled``,
+      ``spark.io.encryption.enabled``...); False with one of those on logs a warning.
 
     Returns once every node runs ``map_fun``; raises :class:`ReservationTimeout`
     if that does not happen within ``reservation_timeout`` seconds.
@@ -262,7 +304,7 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
         log_dir=log_dir and _log_dir(log_dir), release_port=release_port,
         driver_ps_nodes=driver_ps_nodes, reservation_timeout=reservation_timeout,
         tensorboard_node=rolemod.tensorboard_node(roles) if tensorboard else None,
-        keep_node_dirs=keep_node_dirs)
+        keep_node_dirs=keep_node_dirs, tls=tlsmod.for_cluster(encrypt, sc.getConf()))
     cluster = TFCluster(config, max_restarts)
     cluster._start()
     return cluster

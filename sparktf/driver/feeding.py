@@ -8,6 +8,7 @@ explains it (a node's own error when there is one, else the feeding task's).
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import re
@@ -81,8 +82,11 @@ class Feeder:
             done.set()
 
     def train_epoch(self, attempt: Attempt, data: Any, description: str,
-                    feed_timeout: float) -> dict[int, int] | None:
-        """Feed ``data`` once; return rows per node, or None if every node terminated."""
+                    feed_timeout: float, batch_id: int | None = None) -> dict[int, int] | None:
+        """Feed ``data`` once; return rows per node, or None if every node terminated.
+
+        ``batch_id``: the streaming micro-batch this epoch is (``DataFeed.batch_id``).
+        """
         nodes = attempt.data_nodes()
         if not nodes:
             return None
@@ -91,7 +95,7 @@ class Feeder:
         task = functools.partial(
             sender.feed_train, nodes=_feed_targets(attempt, nodes),
             secret=attempt.config.secret, epoch=self.epochs_fed, partitions=partitions,
-            feed_timeout=feed_timeout, arrow=arrow)
+            feed_timeout=feed_timeout, arrow=arrow, batch=batch_id)
         started = time.monotonic()
         counts = self.run_job(attempt, description, lambda: _train_job(data, task, arrow))
         elapsed = time.monotonic() - started
@@ -123,10 +127,85 @@ class Feeder:
         return InferenceRDD(rdd, infer, lambda e: translate(e, current(), "sparktf inference"))
 
 
+    def inference_frame(self, attempt: Attempt, df: Any, feed_timeout: float,
+                        schema: Any = None, keep_columns: list[str] | None = None) -> Any:
+        """A DataFrame: the ``keep_columns`` of ``df`` (default: all) followed by the outputs.
+
+        Computed with ``mapInArrow``: Arrow record batches go to the nodes and
+        come back, with no Python rows on either side.  ``schema`` (a DDL
+        string or ``StructType``) types the outputs; without it one row is run
+        through the model first to learn them.
+        """
+        from pyspark.sql.types import StructType
+        nodes = attempt.data_nodes()
+        if not nodes:
+            raise errors.ConfigError("no TF node takes inference data (all finished or "
+                                     "terminated)")
+        keep = list(df.columns) if keep_columns is None else list(keep_columns)
+        unknown = [c for c in keep if c not in df.columns]
+        if unknown:
+            raise errors.ConfigError(f"keep_columns {unknown} are not columns of the DataFrame "
+                                     f"(columns: {df.columns})")
+        targets, secret = _feed_targets(attempt, nodes), attempt.config.secret
+        if schema is None:
+            schema = self._probe_schema(attempt, df, targets, feed_timeout)
+        elif isinstance(schema, str):
+            schema = StructType.fromDDL(schema)
+        clash = [f.name for f in schema.fields if f.name in keep]
+        if clash:
+            raise errors.ConfigError(f"output columns {clash} clash with kept input columns; "
+                                     "rename them in schema= or leave them out of keep_columns")
+        kept = [df.schema[c] for c in keep]
+        out = StructType(kept + list(schema.fields))
+
+        def infer(batches: Iterator) -> Iterator:
+            from pyspark import TaskContext
+            from pyspark.sql.pandas.types import to_arrow_schema
+            arrow_out = to_arrow_schema(out)
+            partition = TaskContext.get().partitionId()
+            sent: collections.deque = collections.deque()
+
+            def remember(it: Iterator) -> Iterator:
+                for batch in it:
+                    if batch.num_rows:
+                        sent.append(batch)
+                        yield batch
+
+            for result in sender.feed_inference(partition, remember(batches),
+                                                targets[partition % len(targets)], secret,
+                                                feed_timeout, arrow=True):
+                yield arrowconv.with_results(sent.popleft(), keep, result, arrow_out, partition)
+
+        return df.mapInArrow(infer, out)
+
+    def _probe_schema(self, attempt: Attempt, df: Any, targets: list[dict],
+                      feed_timeout: float) -> Any:
+        """The output types, from running the first row of ``df`` through a node."""
+        from pyspark.sql.pandas.types import from_arrow_schema
+        secret = attempt.config.secret
+
+        def probe(batches: Iterator) -> Iterator:
+            import pyarrow as pa
+            for result in sender.feed_inference(0, batches, targets[0], secret, feed_timeout,
+                                                arrow=True):
+                ipc = arrowconv.to_ipc(arrowconv.plain_lists(result).slice(0, 0))
+                yield pa.RecordBatch.from_pydict({"schema": [ipc.to_pybytes()]})
+                return
+
+        rows = self.run_job(attempt, "sparktf inference: output schema",
+                            lambda: df.limit(1).mapInArrow(probe, "schema binary").collect())
+        if not rows:
+            raise errors.ConfigError("cannot learn inference's output columns from an empty "
+                                     "DataFrame: pass schema= (e.g. 'prediction long')")
+        return from_arrow_schema(arrowconv.from_ipc(rows[0]["schema"]).schema)
+
+
 def _feed_targets(attempt: Attempt, nodes: list[NodeState]) -> list[dict]:
-    """What a feeding task needs to reach each node (plain data: it travels with the task)."""
+    """What a feeding task needs to reach each node (plain data: it travels with the task);
+    ``tls``: the certificate the node's feed server and the driver present, if encrypted."""
+    tls = attempt.config.tls.cert_pem if attempt.config.tls else None
     return [{"node": n.node, "name": n.role.name, "feed": list(n.feed),
-             "control": list(attempt.control.address)} for n in nodes]
+             "control": list(attempt.control.address), "tls": tls} for n in nodes]
 
 
 def _train_job(data: Any, task: Callable, arrow: bool) -> dict[int, int]:

@@ -252,3 +252,41 @@ def results_to_batch(results: Any) -> pa.RecordBatch:
         arr, field = pa.array([]), pa.field("result", pa.null())
     schema = pa.schema([field], metadata={"sparktf.kind": "array"})
     return pa.RecordBatch.from_arrays([arr], schema=schema)
+
+
+def plain_lists(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` with fixed-size list columns as plain lists (what Spark's arrays are)."""
+    columns, fields = [], []
+    for col, field in zip(batch.columns, batch.schema):
+        if pa.types.is_fixed_size_list(col.type):
+            col = col.cast(pa.list_(col.type.value_type))
+            field = pa.field(field.name, col.type)
+        columns.append(col)
+        fields.append(field)
+    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields))
+
+
+def with_results(source: pa.RecordBatch, keep: list[str], results: pa.RecordBatch,
+                 schema: pa.Schema, partition: int) -> pa.RecordBatch:
+    """The ``keep`` columns of ``source`` and the ``results`` columns, typed by ``schema``.
+
+    Results line up with ``source`` row for row; they are matched to the
+    output fields by position.
+    """
+    outputs = schema.names[len(keep):]
+    if results.num_columns != len(outputs):
+        raise FeedError(f"partition {partition}: map_fun returned {results.num_columns} "
+                        f"result column(s) {results.schema.names} for the {len(outputs)} output "
+                        f"column(s) {outputs} of schema=")
+    results = plain_lists(results)
+    columns = [source.column(name) for name in keep]
+    for i, field in enumerate(schema):
+        if i < len(keep):
+            continue
+        col = results.column(i - len(keep))
+        try:
+            columns.append(col if col.type == field.type else col.cast(field.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise FeedError(f"partition {partition}: result column {field.name!r} of type "
+                            f"{col.type} cannot become {field.type}: {e}") from None
+    return pa.RecordBatch.from_arrays(columns, schema=schema)

@@ -66,6 +66,19 @@ def infer_double(args, ctx):
         feed.batch_results([2 * int(r[1]) for r in batch])
 
 
+def infer_frame(args, ctx):
+    """Inference on DataFrame rows (dicts): two result columns, 2 * id and [id, 1.0]."""
+    import pyarrow as pa
+    feed = ctx.get_data_feed(train_mode=False)
+    while not feed.should_stop():
+        batch = feed.next_batch(64)
+        if not batch:
+            break
+        ids = [int(r["id"]) for r in batch]
+        feed.batch_results(pa.RecordBatch.from_pydict(
+            {"twice": [2 * i for i in ids], "vec": [[float(i), 1.0] for i in ids]}))
+
+
 def infer_short(args, ctx):
     """Inference that returns one result too few."""
     feed = ctx.get_data_feed(train_mode=False)

@@ -87,6 +87,30 @@ def test_inference_one_result_per_row_in_order(sc, tmp_path, no_leftovers):
     assert [int(v) for v in out] == [2 * i for i in range(sum(SIZES))]
 
 
+def test_dataframe_inference_returns_a_dataframe(sc, tmp_path, no_leftovers):
+    from pyspark.sql import SparkSession
+    spark = SparkSession(sc)
+    df = spark.createDataFrame([(i, [float(i)] * 3) for i in range(1000)],
+                               "id long, x array<float>").repartition(3)
+    cluster = start(sc, feedfuns.infer_frame, tmp_path)
+    # Output types learnt from one row; only the id kept from the input.
+    out = cluster.inference(df, keep_columns=["id"])
+    assert out.columns == ["id", "twice", "vec"]
+    rows = out.collect()
+    assert sorted(r["id"] for r in rows) == list(range(1000))
+    assert all(r["twice"] == 2 * r["id"] and r["vec"] == [float(r["id"]), 1.0] for r in rows)
+    # Given types, every input column kept, further DataFrame operations on the result.
+    typed = cluster.inference(df, schema="twice int, vec array<float>")
+    assert typed.schema.simpleString() == \
+        "struct<id:bigint,x:array<float>,twice:int,vec:array<float>>"
+    assert typed.filter("twice % 4 = 0").count() == 500
+    with pytest.raises(Exception, match=r"returned 2 result column\(s\)"):
+        cluster.inference(df, schema="twice long").collect()
+    with pytest.raises(ConfigError, match=r"keep_columns \['nope'\]"):
+        cluster.inference(df, keep_columns=["nope"])
+    cluster.shutdown(timeout=60)
+
+
 def test_inference_count_mismatch_names_partition_and_counts(sc, tmp_path, no_leftovers):
     cluster = start(sc, feedfuns.infer_short, tmp_path)
     # Partition 0 (5 rows) or 1 (first chunk of 10 rows), whichever fails first.
