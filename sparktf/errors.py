@@ -59,6 +59,14 @@ class CorruptRecordError(SparkTFError, IOError):
     """A TFRecord file is truncated or damaged; the message names the file and offset."""
 
 
+class GpuError(SparkTFError):
+    """A node's GPUs cannot be decided: too few assigned or free, or nvidia-smi unusable.
+
+    The message names the numbers (asked, assigned, present, free) and the Spark
+    settings to change.
+    """
+
+
 class StorageError(SparkTFError):
     """A file system cannot be used: unreachable, misconfigured, unsupported or refused.
 

@@ -25,6 +25,8 @@ import sys
 import threading
 from typing import BinaryIO, Callable, Mapping
 
+from . import gpus
+
 logger = logging.getLogger(__name__)
 
 _URL = re.compile(r"TensorBoard \S+ at (http://\S+?)/? ")
@@ -52,7 +54,7 @@ def start(log_dir: str, host: str, log: BinaryIO, on_url: Callable[[str], None],
          "--port", port, "--reload_interval", "2"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True, preexec_fn=_die_with_parent,
-        env=dict(env, TF_CPP_MIN_LOG_LEVEL="2"))
+        env=dict(env, TF_CPP_MIN_LOG_LEVEL="2", **gpus.NO_GPU_ENV))  # GPUs: none for TensorBoard
 
     def pump() -> None:
         reported = False
