@@ -45,10 +45,11 @@ def clean_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """(venv, dist dir, install log, timings): the wheel built and installed by install.sh."""
+    """(venv, dist dir, install log, files built from): the wheel built and installed."""
     base = tmp_path_factory.mktemp("wheel")
     src, dist, venv = base / "src", base / "dist", base / "venv"
-    for rel in project_files():
+    files = project_files()  # once: others may add files to the tree meanwhile
+    for rel in files:
         os.makedirs(src / os.path.dirname(rel), exist_ok=True)
         shutil.copy2(os.path.join(ROOT, rel), src / rel)
     times = {}
@@ -65,12 +66,12 @@ def installed(tmp_path_factory):
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     print(f"wheel build {times['build']:.1f}s, install.sh {times['install']:.1f}s")
-    return venv, dist, log, times
+    return venv, dist, log, files
 
 
 def test_wheel_and_sdist_hold_every_module(installed):
-    _, dist, _, _ = installed
-    sources = {p for p in project_files() if p.startswith("sparktf/") and p.endswith(".py")}
+    _, dist, _, files = installed
+    sources = {p for p in files if p.startswith("sparktf/") and p.endswith(".py")}
     wheel = next(dist.glob("*.whl"))
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
