@@ -183,8 +183,8 @@ class TFCluster:
         nodes once to learn the output types.
         """
         self._check_feed("inference", qname)
-        if is_stream(dataRDD):  # streaming hook: a DStream of results
-            return self._streams.inference(dataRDD, feed_timeout)
+        if is_stream(dataRDD):  # streaming hook: a DStream or a streaming DataFrame
+            return self._streams.inference(dataRDD, feed_timeout, schema, keep_columns)
         if is_dataframe(dataRDD):
             return self._feeder.inference_frame(self._attempt, dataRDD, feed_timeout, schema,
                                                 keep_columns)
@@ -205,7 +205,8 @@ class TFCluster:
         """
         if self._shut_down:
             return
-        if ssc is not None or self._streams.active:  # streaming hook: wait for a stop
+        # streaming hook: ssc is a StreamingContext or a StreamingQuery to wait for
+        if ssc is not None or self._streams.active:
             self._streams.wait_and_stop(ssc)
         deadline = time.monotonic() + timeout
         if self.input_mode == InputMode.SPARK:

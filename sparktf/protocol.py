@@ -242,13 +242,30 @@ class Disconnected(Message):
 @dataclass(frozen=True)
 class Silent(Message):
     """The node's connection ended a while ago and no exit report followed."""
+# ``python -m sparktf stop`` -> the driver's stop server (:mod:`sparktf.stop`),
+# authenticated with the stop token of the driver's private stop file.
+@dataclass(frozen=True)
+class StopRequest(Message):
+    """Stop the running stream gracefully (the micro-batch in flight completes)."""
+
+    TYPE: ClassVar[str] = "stop_request"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class StopReply(Message):
+    TYPE: ClassVar[str] = "stop_reply"
+    accepted: bool
+    detail: str = ""
+
+
 
     TYPE: ClassVar[str] = "silent"
 
 
 _TYPES: dict[str, type[Message]] = {cls.TYPE: cls for cls in (
     Started, Exited, LogsReply, TensorBoardUp, Ready, Finished, Terminated, Stop, LogsRequest,
-    EpochEnd, EndFeed)}
+    EpochEnd, EndFeed, StopRequest, StopReply)}
 
 
 def decode(msg: dict) -> Message:

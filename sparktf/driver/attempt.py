@@ -273,6 +273,17 @@ class Attempt:
                 lambda: self.error is not None or all(self.nodes[i].done for i in nodes),
                 timeout=max(0.0, timeout))
 
+    def wait_until(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Wait until ``predicate()`` (called with the lock held) is true, for the
+        streaming watcher (:mod:`sparktf.driver.streaming`); :meth:`wake` re-checks."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout=timeout)
+
+    def wake(self) -> None:
+        """Make every :meth:`wait_until` check its predicate again."""
+        with self._cond:
+            self._cond.notify_all()
+
     def teardown(self, wait: float) -> None:
         """Wait up to ``wait`` s for every node process and the job to end, then close."""
         with self._cond:

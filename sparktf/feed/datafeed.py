@@ -121,6 +121,13 @@ class DataFeed:
         self._current: Item | None = None
         self._offset = 0
         self._last: list[tuple[Item, int]] = []  # (item, rows) handed out by next_batch
+        #: The streaming micro-batch id of the epoch being read (Spark Streaming:
+        #: the batch time in ms; Structured Streaming: foreachBatch's batch id);
+        #: None for a batch feed.
+        self.batch_id: int | None = None
+        self._bounded = False  # next_batch_id() was called: reads end at a micro-batch's end
+        self._in_epoch = False  # an epoch's start was read and its end not yet
+        self._partitions = 1  # of the epoch being read
 
     # -- TensorFlowOnSpark API -------------------------------------------------------
     def next_batch(self, batch_size: int) -> Any:
@@ -173,19 +180,75 @@ class DataFeed:
         return out
 
     def _next_item(self, block: bool) -> Item | None:
-        """The item holding the next unread row, or None at the end of the feed."""
+        """The item holding the next unread row, or None at the end of the feed (after
+        :meth:`next_batch_id`, also at the end of the micro-batch)."""
         if self._current is not None and self._offset < self._current.batch.num_rows:
             return self._current
         while not self.done_feeding:
+            if self._bounded and not self._in_epoch:
+                return None
             if not block and not len(self._feed.buffer):
                 return None
             got = self._feed.buffer.get()
             if isinstance(got, EndOfFeed):
                 self.done_feeding = True
+            elif isinstance(got, EpochStart):
+                self._begin(got)
+            elif isinstance(got, EpochEnd):
+                self._in_epoch = False
             elif isinstance(got, Item) and got.batch.num_rows:
                 self._current, self._offset = got, 0
                 return got
         return None
+
+    # -- streaming micro-batches -----------------------------------------------------
+    def _begin(self, start: EpochStart) -> None:
+        self.batch_id, self._partitions, self._in_epoch = start.batch, start.partitions, True
+
+    def next_batch_id(self) -> int | None:
+        """Wait for the next fed epoch (a streaming micro-batch) and return its batch id.
+
+        Returns None once the feed has ended.  From the first call on,
+        ``next_batch`` stops at the end of the current micro-batch (it returns
+        fewer rows, then ``[]``) instead of running on into the next one, so
+        a ``map_fun`` can train on exactly one micro-batch, checkpoint, and
+        record ``batch_id``; after a restart of the query from its checkpoint
+        it calls :meth:`skip_batch` for the ids it already trained on.  Raises
+        :class:`FeedError` if rows of the current micro-batch are still unread
+        (read them or call :meth:`skip_batch`).
+        """
+        self._bounded = True
+        if self._in_epoch:
+            raise FeedError(f"micro-batch {self.batch_id} is not fully read: read it to its end "
+                            "or call skip_batch() before next_batch_id()")
+        self._current = None
+        while not self.done_feeding:
+            got = self._feed.buffer.get()
+            if isinstance(got, EndOfFeed):
+                self.done_feeding = True
+            elif isinstance(got, EpochStart):
+                self._begin(got)
+                return self.batch_id
+            elif isinstance(got, Item) and got.batch.num_rows:
+                raise FeedError("data arrived before the start of a micro-batch")
+        return None
+
+    def skip_batch(self) -> int:
+        """Drop the unread rows of the current micro-batch (e.g. one already trained on
+        before a restart); return how many were dropped."""
+        dropped = 0
+        if self._current is not None:
+            dropped = self._current.batch.num_rows - self._offset
+            self._current = None
+        while self._in_epoch and not self.done_feeding:
+            got = self._feed.buffer.get()
+            if isinstance(got, EndOfFeed):
+                self.done_feeding = True
+            elif isinstance(got, EpochEnd):
+                self._in_epoch = False
+            elif isinstance(got, Item):
+                dropped += got.batch.num_rows
+        return dropped
 
     def should_stop(self) -> bool:
         """True once the feed has ended (all epochs fed and shutdown called) or terminate()."""
@@ -251,17 +314,22 @@ class DataFeed:
 
     def _epoch_batches(self, batch_size: int):
         """Batches of one epoch, cut so that all training nodes take the same steps."""
-        batcher = None
+        # After next_batch_id() the epoch's start is already read.
+        batcher = EpochBatcher(batch_size, self._partitions) if self._in_epoch else None
         while not self.done_feeding:
+            if self._bounded and not self._in_epoch:
+                return  # next_batch_id() starts the next micro-batch
             got = self._feed.buffer.get()
             if isinstance(got, EndOfFeed):
                 self.done_feeding = True
             elif isinstance(got, EpochStart):
+                self._begin(got)
                 batcher = EpochBatcher(batch_size, got.partitions)
             elif isinstance(got, Item):
                 batcher = batcher or EpochBatcher(batch_size, 1)
                 yield from batcher.add(got.batch)
             elif isinstance(got, EpochEnd):
+                self._in_epoch = False
                 if batcher is not None:
                     yield from batcher.finish(list(got.counts.values()))
                 return

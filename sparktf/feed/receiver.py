@@ -37,6 +37,7 @@ DEFAULT_CAPACITY = 8
 class EpochStart:
     epoch: int
     partitions: int
+    batch: int | None = None  # the streaming micro-batch id; None for a batch feed
 
 
 @dataclass
@@ -196,10 +197,13 @@ class FeedServer:
             partition = _int_field(hello, "partition")
             inference = hello.get("mode") == "inference"
             epoch, partitions = _int_field(hello, "epoch", 0), _int_field(hello, "partitions", 1)
+            batch = hello.get("batch")
+            if batch is not None:
+                batch = _int_field(hello, "batch")
             with self._lock:
                 if not inference and epoch > self._epoch:
                     self._epoch = epoch
-                    self.buffer.put(EpochStart(epoch, partitions))
+                    self.buffer.put(EpochStart(epoch, partitions, batch))
             if self.terminated.is_set():
                 chan.send({"type": "terminated"})
                 return

@@ -109,10 +109,15 @@ def _batches(data: Iterable[Any], partition: int, arrow: bool) -> Iterator[pa.Re
 
 
 def feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: bytes,
-               epoch: int, partitions: int, feed_timeout: float, arrow: bool) -> dict[int, int]:
-    """Feed one partition to all training nodes; return rows delivered per node."""
+               epoch: int, partitions: int, feed_timeout: float, arrow: bool,
+               batch: int | None = None) -> dict[int, int]:
+    """Feed one partition to all training nodes; return rows delivered per node.
+
+    ``batch`` is the streaming micro-batch id this epoch carries (None for a
+    batch feed); the nodes read it as ``DataFeed.batch_id``.
+    """
     hello = {"type": "hello", "mode": "train", "partition": partition, "epoch": epoch,
-             "partitions": partitions}
+             "partitions": partitions, "batch": batch}
     links = [NodeLink(n, secret, hello, feed_timeout) for n in nodes]
     try:
         rotate = partition % len(links)

@@ -1,0 +1,78 @@
+"""map_fun bodies for the streaming tests (pickled by value to the executors)."""
+
+import json
+import os
+import time
+
+
+def _save(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def train_batches(args, ctx):
+    """Train micro-batch by micro-batch, with the replay-skip pattern.
+
+    The node's "checkpoint" (``ckpt-<rank>.json``: the ids it trained on and
+    the last micro-batch id) is written after every micro-batch; a micro-batch
+    whose id is not newer than the checkpoint's is a replay and is skipped.
+    ``fail_after`` rows into attempt 0, node 0 raises (restart tests).
+    """
+    feed = ctx.get_data_feed()
+    path = os.path.join(args["out"], f"ckpt-{ctx.rank}.json")
+    state = {"last": -1, "ids": [], "batches": [], "skipped": []}
+    if os.path.exists(path):
+        with open(path) as f:
+            state = json.load(f)
+    state.setdefault("attempts", []).append(ctx.attempt)
+    rows = 0
+    while (batch_id := feed.next_batch_id()) is not None:
+        if batch_id <= state["last"]:
+            state["skipped"].append([batch_id, feed.skip_batch()])
+            _save(path, state)
+            continue
+        ids = []
+        while batch := feed.next_batch(args.get("batch_size", 50)):
+            ids += [int(r[1]) for r in batch]
+            rows += len(batch)
+            if (args.get("fail_after") and ctx.attempt == 0 and ctx.rank == 0
+                    and rows >= args["fail_after"]):
+                raise ValueError("boom mid-stream")
+        state["ids"] += ids  # "train" on the micro-batch, then checkpoint with its id
+        state["batches"].append([batch_id, len(ids)])
+        state["last"] = batch_id
+        _save(path, state)
+
+
+def infer_lines(args, ctx):
+    """Inference on text lines ``key,value``: the result is ``key=2*value``.
+
+    With ``marker``, the first batch writes a file there and waits ``delay``
+    s before answering (a micro-batch in flight for the SIGTERM test).
+    """
+    feed = ctx.get_data_feed(train_mode=False)
+    marker = args.get("marker")
+    while not feed.should_stop():
+        batch = feed.next_batch(50)
+        if not batch:
+            break
+        if marker:  # once: the test signals the driver while this batch is in flight
+            with open(os.path.join(marker, f"busy-{ctx.executor_id}"), "w"):
+                pass
+            time.sleep(args.get("delay", 0))
+            marker = None
+        feed.batch_results([f"{r.split(',')[0]}={2 * int(r.split(',')[1])}" for r in batch])
+
+
+def count_and_stop(args, ctx):
+    """Read ``stop_after`` rows, then call terminate(): the stream stops by itself."""
+    feed = ctx.get_data_feed()
+    rows = 0
+    while rows < args["stop_after"]:
+        batch = feed.next_batch(10)
+        if not batch:
+            break
+        rows += len(batch)
+    feed.terminate()

@@ -1,0 +1,346 @@
+"""Streaming against real Spark: DStreams, Structured Streaming, the graceful stop.
+
+Every test checks that each row reaches the nodes exactly once (or that each
+result is written exactly once), and ``no_leftovers`` that no process is left.
+"""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from pyspark import cloudpickle
+
+import streamfuns
+from sparktf import TFCluster
+from sparktf.errors import FeedError, NodeError
+
+cloudpickle.register_pickle_by_value(streamfuns)
+pytestmark = pytest.mark.integration
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+#: Partition sizes of the five micro-batches of the queueStream tests (uneven, some empty).
+BATCHES = [[3, 50, 0], [120], [7, 0, 7, 7], [0, 1], [200, 5]]
+
+
+@pytest.fixture(autouse=True)
+def stop_dir(tmp_path, monkeypatch):
+    """Stop files go to the test's directory, not the home directory."""
+    path = tmp_path / "stop"
+    monkeypatch.setenv("SPARKTF_STOP_DIR", str(path))
+    return path
+
+
+def start(sc, fn, out, n=2, **kw):
+    max_restarts = kw.pop("max_restarts", 0)
+    return TFCluster.run(sc, fn, {"out": str(out), **kw}, n,
+                         input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120,
+                         max_restarts=max_restarts)
+
+
+def queue_rdds(sc):
+    """The BATCHES as RDDs of (features, id) rows with globally unique ids."""
+    rdds, first = [], 0
+    for sizes in BATCHES:
+        def part(p, _, sizes=sizes, first=first):
+            start = first + sum(sizes[:p])
+            return [(np.full(2, p, dtype="float32"), start + i) for i in range(sizes[p])]
+        rdds.append(sc.parallelize(range(len(sizes)), len(sizes)).mapPartitionsWithIndex(part))
+        first += sum(sizes)
+    return rdds, first
+
+
+def checkpoints(out):
+    return [json.load(open(p)) for p in sorted(glob.glob(os.path.join(out, "ckpt-*.json")))]
+
+
+def when(event, action):
+    """Run ``action`` in a thread once ``event`` is set (or after 120 s)."""
+    def run():
+        event.wait(120)
+        action()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_dstream_training_every_row_once_and_request_stop(sc, tmp_path, no_leftovers):
+    from pyspark.streaming import StreamingContext
+    ssc = StreamingContext(sc, 0.5)
+    rdds, total = queue_rdds(sc)
+    stream = ssc.queueStream(rdds, oneAtATime=True)
+    cluster = start(sc, streamfuns.train_batches, tmp_path)
+    assert cluster.train(stream) is None
+    fed, done = [], threading.Event()
+
+    def seen(rdd):  # runs after sparktf's feed of the same micro-batch
+        if not rdd.isEmpty():
+            fed.append(1)
+            if len(fed) == len(BATCHES):
+                done.set()
+
+    stream.foreachRDD(seen)
+    stopped = []
+    when(done, lambda: (stopped.append(time.monotonic()), cluster.request_stop("test")))
+    ssc.start()
+    cluster.shutdown(ssc)
+    assert done.is_set() and time.monotonic() - stopped[0] < 10, "shutdown(ssc) < 10 s"
+    got = checkpoints(tmp_path)
+    ids = sorted(i for c in got for i in c["ids"])
+    assert ids == list(range(total)), "every row reaches exactly one node once"
+    for c in got:
+        batch_ids = [b for b, _ in c["batches"]]
+        assert len(batch_ids) == len(BATCHES) and batch_ids == sorted(set(batch_ids))
+    assert got[0]["batches"][0][0] == got[1]["batches"][0][0], "nodes share the batch ids"
+    assert not os.listdir(tmp_path / "stop"), "the stop file is removed"
+
+
+def test_dstream_stops_when_every_node_terminates(sc, tmp_path, no_leftovers):
+    from pyspark.streaming import StreamingContext
+    ssc = StreamingContext(sc, 0.5)
+    rdds, _ = queue_rdds(sc)
+    stream = ssc.queueStream(rdds, oneAtATime=True)
+    cluster = start(sc, streamfuns.count_and_stop, tmp_path, stop_after=20)
+    cluster.train(stream)
+    ssc.start()
+    started = time.monotonic()
+    cluster.shutdown(ssc)  # no stop request: the nodes' terminate() ends the stream
+    assert time.monotonic() - started < 30
+
+
+def test_dstream_node_failure_restarts_and_the_stream_goes_on(sc, tmp_path, no_leftovers):
+    from pyspark.streaming import StreamingContext
+    ssc = StreamingContext(sc, 0.5)
+    rdds, total = queue_rdds(sc)
+    stream = ssc.queueStream(rdds, oneAtATime=True)
+    cluster = start(sc, streamfuns.train_batches, tmp_path, fail_after=60, batch_size=10,
+                    max_restarts=1)
+    cluster.train(stream)
+    fed, done = [], threading.Event()
+    stream.foreachRDD(lambda rdd: not rdd.isEmpty() and (
+        fed.append(1), len(fed) == len(BATCHES) and done.set()))
+    when(done, cluster.request_stop)
+    ssc.start()
+    cluster.shutdown(ssc)
+    assert cluster.restarts == 1
+    got = checkpoints(tmp_path)
+    assert sorted(i for c in got for i in c["ids"]) == list(range(total))
+    assert [c["attempts"] for c in got] == [[0, 1], [0, 1]]
+
+
+def test_dstream_node_failure_raises_and_stops_the_stream(sc, tmp_path, no_leftovers):
+    from pyspark.streaming import StreamingContext
+    ssc = StreamingContext(sc, 0.5)
+    rdds, _ = queue_rdds(sc)
+    stream = ssc.queueStream(rdds, oneAtATime=True)
+    cluster = start(sc, streamfuns.train_batches, tmp_path, fail_after=60, batch_size=10)
+    cluster.train(stream)
+    ssc.start()
+    started = time.monotonic()
+    with pytest.raises(NodeError, match="ValueError: boom mid-stream"):
+        cluster.shutdown(ssc)
+    assert time.monotonic() - started < 20
+    assert ssc._jssc.getState().toString() == "STOPPED"
+
+
+def _write_lines(directory, name, lines):
+    """Write a file where textFileStream sees it complete (rename into place)."""
+    tmp = directory.parent / f".{name}"
+    tmp.write_text("".join(f"{line}\n" for line in lines))
+    os.replace(tmp, directory / name)
+
+
+def _saved(prefix):
+    out = []
+    for path in glob.glob(f"{prefix}-*/part-*"):
+        out += open(path).read().splitlines()
+    return out
+
+
+def test_dstream_inference_text_files_and_the_stop_command(sc, tmp_path, stop_dir, caplog,
+                                                           no_leftovers):
+    from pyspark.streaming import StreamingContext
+    indir = tmp_path / "in"
+    indir.mkdir()
+    ssc = StreamingContext(sc, 1)
+    lines = ssc.textFileStream(str(indir))
+    cluster = start(sc, streamfuns.infer_lines, tmp_path)
+    results = cluster.inference(lines)
+    results.saveAsTextFiles(str(tmp_path / "out" / "pred"))
+    counted, first, done = [0], threading.Event(), threading.Event()
+
+    def count(rdd):  # runs after the save of the same micro-batch
+        counted[0] += rdd.count()
+        if counted[0] >= 200:
+            first.set()
+        if counted[0] >= 600:
+            done.set()
+
+    lines.foreachRDD(count)
+    stop_file = cluster.stop_command()
+    assert stop_file.startswith(str(stop_dir)) and os.stat(stop_file).st_mode & 0o777 == 0o600
+    bad = tmp_path / "bad.stop"
+    info = json.load(open(stop_file))
+    bad.write_text(json.dumps({**info, "token": "00" * 32}))
+    bad.chmod(0o600)
+    cli = [sys.executable, "-m", "sparktf", "stop"]
+    outcome = {}
+
+    def producer():
+        _write_lines(indir, "f0.txt", [f"a{i},{i}" for i in range(200)])
+        first.wait(60)
+        # A wrong token is refused and logged; the stream goes on.
+        outcome["bad"] = subprocess.run(cli + [str(bad)], capture_output=True, text=True)
+        _write_lines(indir, "f1.txt", [f"b{i},{i}" for i in range(200)])
+        time.sleep(1.5)
+        _write_lines(indir, "f2.txt", [f"c{i},{i}" for i in range(200)])
+        done.wait(60)
+        outcome["time"] = time.monotonic()
+        outcome["good"] = subprocess.run(cli + [stop_file, "--reason", "test"],
+                                         capture_output=True, text=True)
+
+    thread = threading.Thread(target=producer, daemon=True)
+    thread.start()
+    ssc.start()
+    cluster.shutdown(ssc)
+    thread.join(10)
+    assert time.monotonic() - outcome["time"] < 10
+    assert outcome["bad"].returncode == 1 and "refused" in outcome["bad"].stderr
+    assert outcome["good"].returncode == 0, outcome["good"].stderr
+    assert "rejected a stop request" in caplog.text
+    assert info["token"] not in caplog.text
+    expected = sorted(f"{k}{i}={2 * i}" for k in "abc" for i in range(200))
+    assert sorted(_saved(tmp_path / "out" / "pred")) == expected
+    assert not os.path.exists(stop_file)
+
+
+def test_structured_training_batch_ids_and_replay_skip(sc, tmp_path, no_leftovers):
+    """A checkpointed query; its last commit is lost (as when a driver dies between the
+    sink and the commit), so the restarted query replays that micro-batch with the same
+    id: the nodes skip it, and every row is trained on exactly once."""
+    from pyspark.sql import SparkSession
+    spark = SparkSession(sc)
+    indir, ckpt = tmp_path / "in", str(tmp_path / "query-ckpt")
+    indir.mkdir()
+
+    def add_file(n, first):
+        spark.createDataFrame([(float(i), i) for i in range(first, first + n)],
+                              "x double, id long").coalesce(1).write.mode("append") \
+            .parquet(str(indir))
+
+    add_file(100, 0)
+    stream = spark.readStream.schema("x double, id long").option("maxFilesPerTrigger", 1) \
+        .parquet(str(indir))
+    cluster = start(sc, streamfuns.train_batches, tmp_path)
+    query = cluster.train(stream, checkpoint_location=ckpt, trigger={"availableNow": True})
+    query.awaitTermination(120)
+    add_file(50, 100)
+    query = cluster.train(stream, checkpoint_location=ckpt, trigger={"availableNow": True})
+    query.awaitTermination(120)
+    # Lose the last commit: the next query replays micro-batch 1.
+    os.remove(os.path.join(ckpt, "commits", "1"))
+    add_file(30, 150)
+    query = cluster.train(stream, checkpoint_location=ckpt, trigger={"availableNow": True})
+    query.awaitTermination(120)
+    cluster.shutdown(timeout=60)
+    got = checkpoints(tmp_path)
+    assert sorted(i for c in got for i in c["ids"]) == list(range(180))
+    for c in got:
+        assert [b for b, _ in c["batches"]] == [0, 1, 2]
+        assert [b for b, _ in c["skipped"]] == [1]
+
+
+def test_structured_inference_to_checkpointed_parquet_exactly_once(sc, tmp_path, no_leftovers):
+    """Streaming DataFrame in, streaming DataFrame out: two availableNow runs of the same
+    checkpointed query, then a running one stopped by shutdown(query)."""
+    import feedfuns
+    from pyspark.sql import SparkSession
+    spark = SparkSession(sc)
+    indir, out, ckpt = tmp_path / "in", str(tmp_path / "out"), str(tmp_path / "ckpt")
+
+    def add(first, n):
+        spark.createDataFrame([(i,) for i in range(first, first + n)], "id long") \
+            .coalesce(1).write.mode("append").parquet(str(indir))
+
+    add(0, 100)
+    stream = spark.readStream.schema("id long").parquet(str(indir))
+    cluster = start(sc, feedfuns.infer_frame, tmp_path)
+    preds = cluster.inference(stream, schema="twice long, vec array<double>",
+                              keep_columns=["id"])
+    assert preds.isStreaming and preds.columns == ["id", "twice", "vec"]
+
+    def query(**trigger):
+        return preds.writeStream.format("parquet").option("checkpointLocation", ckpt) \
+            .option("path", out).trigger(**trigger).start()
+
+    query(availableNow=True).awaitTermination(120)
+    add(100, 50)
+    query(availableNow=True).awaitTermination(120)  # restarts from the checkpoint
+    add(150, 25)
+    running = query(processingTime="1 second")
+    when_done = threading.Event()
+    threading.Thread(target=lambda: (running.processAllAvailable(), when_done.set()),
+                     daemon=True).start()
+    when(when_done, cluster.request_stop)
+    cluster.shutdown(running)
+    assert not running.isActive
+    rows = spark.read.parquet(out).collect()
+    assert sorted(r["id"] for r in rows) == list(range(175)), "every row exactly once"
+    assert all(r["twice"] == 2 * r["id"] and r["vec"] == [float(r["id"]), 1.0] for r in rows)
+
+
+def test_dstream_bad_row_fails_the_batch_naming_partition_and_row(sc, tmp_path, no_leftovers):
+    from pyspark.streaming import StreamingContext
+    ssc = StreamingContext(sc, 0.5)
+    good = sc.parallelize([(np.zeros(2, "float32"), i) for i in range(10)], 2)
+    bad = sc.parallelize([(np.zeros(2, "float32"), i) for i in range(6)] + [None], 2)
+    stream = ssc.queueStream([good, bad], oneAtATime=True)
+    cluster = start(sc, streamfuns.train_batches, tmp_path)
+    cluster.train(stream)
+    ssc.start()
+    started = time.monotonic()
+    with pytest.raises(FeedError, match=r"sparktf stream batch .*partition 1, row 3"):
+        cluster.shutdown(ssc)
+    assert time.monotonic() - started < 30
+
+
+def test_sigterm_to_spark_submit_driver_completes_the_batch_in_flight(tmp_path, no_leftovers):
+    indir, out, busy = tmp_path / "in", tmp_path / "out", tmp_path / "busy"
+    indir.mkdir()
+    busy.mkdir()
+    cmd = [os.path.join(os.path.dirname(sys.executable), "spark-submit"), "--master", "local[2]",
+           "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.ui.enabled=false",
+           "--conf", "spark.ui.showConsoleProgress=false",
+           os.path.join(HERE, "stream_job.py"), str(indir), str(out), str(busy)]
+    env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
+               SPARKTF_STOP_DIR=str(tmp_path / "stop"))
+    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        pid = None
+        for line in driver.stdout:
+            if line.startswith("STREAMING"):
+                pid = int(line.split()[1])
+                break
+        assert pid, "the driver did not start its stream"
+        _write_lines(indir, "f0.txt", [f"a{i},{i}" for i in range(200)])
+        deadline = time.monotonic() + 60
+        while not os.listdir(busy) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert os.listdir(busy), "the micro-batch never reached the node"
+        os.kill(pid, signal.SIGTERM)  # the Python driver (spark-submit's JVM is its parent)
+        sent = time.monotonic()
+        text = driver.communicate(timeout=60)[0]
+        assert time.monotonic() - sent < 10, text[-3000:]
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, text[-3000:]
+    assert "stopping the stream gracefully: signal SIGTERM" in text
+    assert sorted(_saved(out / "pred")) == sorted(f"a{i}={2 * i}" for i in range(200))
