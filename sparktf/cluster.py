@@ -28,6 +28,7 @@ from pyspark import cloudpickle
 from . import fs, paths
 from . import roles as rolemod
 from . import tls as tlsmod
+from .driver import sparkjobs
 from .driver.attempt import Attempt, ClusterConfig
 from .driver.feeding import Feeder, is_dataframe
 from .driver.state import NodeState
@@ -54,7 +55,7 @@ class TFCluster:
         self.max_restarts = max_restarts
         self.restarts = 0  # restarts so far
         self._attempt = Attempt(config, 0)
-        self._feeder = Feeder(config.sc)
+        self._feeder = Feeder(config.spark)
         self._streams = StreamControl(self)  # DStreams and Structured Streaming
         self._shut_down = False
 
@@ -257,7 +258,7 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
         eval_node: bool = False, release_port: bool = True, *, max_restarts: int = 0,
         legacy_keras: bool = True, env: dict[str, str] | None = None,
         node_dir: str | None = None, keep_node_dirs: bool = False,
-        encrypt: bool | None = None) -> TFCluster:
+        encrypt: bool | None = None, num_gpus: int | None = None) -> TFCluster:
     """Start ``num_executors`` TF nodes on the Spark executors and run ``map_fun`` on each.
 
     Arguments as in TensorFlowOnSpark's ``TFCluster.run`` (``tf_args`` given as
@@ -284,12 +285,25 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
       None (default): on when the application encrypts its Spark traffic
       (``spark.network.crypto.enabled``, ``spark.ssl.enabled``,
       ``spark.io.encryption.enabled``...); False with one of those on logs a warning.
+    * ``num_gpus``: GPUs per node (see :mod:`sparktf.gpus`; ``ctx.gpus`` says
+      which). Spark's GPU scheduling decides when configured
+      (``spark.task.resource.gpu.amount``); without it, the free GPUs that
+      ``nvidia-smi`` lists on each host are split among its nodes. ps nodes and
+      TensorBoard never get a GPU.
 
     Returns once every node runs ``map_fun``; raises :class:`ReservationTimeout`
     if that does not happen within ``reservation_timeout`` seconds.
     """
-    roles = _validate(sc, num_executors, num_ps, input_mode, driver_ps_nodes, master_node,
+    roles = _validate(num_executors, num_ps, input_mode, driver_ps_nodes, master_node,
                       eval_node, queues, max_restarts)
+    if num_gpus is not None and (isinstance(num_gpus, bool) or not isinstance(num_gpus, int)
+                                 or num_gpus < 1):  # GPUs (sparktf.gpus)
+        raise ConfigError(f"num_gpus must be an integer >= 1 or None, got {num_gpus!r}")
+    spark = sparkjobs.connect(sc)
+    if (spark.conf("spark.dynamicAllocation.enabled") or "false").lower() == "true":
+        raise ConfigError("sparktf runs its nodes as a Spark barrier stage, which does not "
+                          "support dynamic allocation: set spark.dynamicAllocation.enabled=false "
+                          "and a fixed spark.executor.instances")
     node_env = {"PYTHONUNBUFFERED": "1"}
     if legacy_keras:
         node_env["TF_USE_LEGACY_KERAS"] = "1"
@@ -299,19 +313,20 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
     except Exception as e:
         raise ConfigError(f"map_fun or tf_args cannot be pickled for the executors: {e}") from e
     config = ClusterConfig(
-        sc=sc, cluster_id=uuid.uuid4().hex[:8], roles=roles, input_mode=InputMode(input_mode),
-        secret=new_secret(), host=sc.getConf().get("spark.driver.host", None) or "127.0.0.1",
+        spark=spark, cluster_id=uuid.uuid4().hex[:8], roles=roles,
+        input_mode=InputMode(input_mode), secret=new_secret(), host=spark.driver_host(),
         payload=payload, env=node_env, node_dir=node_dir,
         log_dir=log_dir and _log_dir(log_dir), release_port=release_port,
         driver_ps_nodes=driver_ps_nodes, reservation_timeout=reservation_timeout,
         tensorboard_node=rolemod.tensorboard_node(roles) if tensorboard else None,
-        keep_node_dirs=keep_node_dirs, tls=tlsmod.for_cluster(encrypt, sc.getConf()))
+        keep_node_dirs=keep_node_dirs, tls=tlsmod.for_cluster(encrypt, spark),
+        num_gpus=num_gpus)
     cluster = TFCluster(config, max_restarts)
     cluster._start()
     return cluster
 
 
-def _validate(sc: Any, num_executors: int, num_ps: int, input_mode: int, driver_ps_nodes: bool,
+def _validate(num_executors: int, num_ps: int, input_mode: int, driver_ps_nodes: bool,
               master_node: str | None, eval_node: bool, queues: Any,
               max_restarts: int) -> list[rolemod.Role]:
     """Check ``run``'s arguments; return the nodes' roles."""
@@ -327,10 +342,6 @@ def _validate(sc: Any, num_executors: int, num_ps: int, input_mode: int, driver_
     if isinstance(queues, str) or not set(queues) <= _QUEUES or "input" not in queues:
         raise ConfigError(f"queues={queues!r}: sparktf feeds one input and one output stream; "
                           "leave queues at its default ('input', 'output', 'error')")
-    if sc.getConf().get("spark.dynamicAllocation.enabled", "false").lower() == "true":
-        raise ConfigError("sparktf runs its nodes as a Spark barrier stage, which does not "
-                          "support dynamic allocation: set spark.dynamicAllocation.enabled=false "
-                          "and a fixed spark.executor.instances")
     return rolemod.assign_roles(num_executors, num_ps, master_node, eval_node)
 
 

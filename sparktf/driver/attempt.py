@@ -32,7 +32,7 @@ from ..control import ControlServer
 from ..errors import ProtocolError, ReservationTimeout, SparkTFError
 from ..node import launcher, procs
 from ..roles import TRAINING_JOBS, Role
-from . import sparkjobs
+from .sparkjobs import Spark
 from .state import LOST_GRACE, NodeState, NodeStatus, transition
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 class ClusterConfig:
     """What every attempt of one cluster shares; fixed by ``TFCluster.run``."""
 
-    sc: Any
+    spark: Spark  # the SparkContext or (Connect) session, behind one interface
     cluster_id: str
     roles: list[Role]
     input_mode: protocol.InputMode
@@ -57,6 +57,8 @@ class ClusterConfig:
     reservation_timeout: float
     tensorboard_node: int | None
     keep_node_dirs: bool
+    tls: Any = None  # a sparktf.tls.Identity when the cluster encrypts its channels
+    num_gpus: int | None = None  # GPUs (sparktf.gpus): run(num_gpus=...)
 
 
 class Attempt:
@@ -81,7 +83,8 @@ class Attempt:
         self._closed = threading.Event()
         self._driver_procs: list = []
         self.control = ControlServer(config.host, config.secret, len(config.roles),
-                                     status=self.status)
+                                     status=self.status,
+                                     tls=config.tls.server() if config.tls else None)
         self._monitor = threading.Thread(target=self._run_monitor, name="sparktf-monitor",
                                          daemon=True)
 
@@ -96,7 +99,7 @@ class Attempt:
         logger.info("%s: starting %d nodes (%s)", self.label, len(cfg.roles),
                     ", ".join(r.name for r in cfg.roles))
         try:
-            sparkjobs.wait_for_slots(cfg.sc, num_tasks, timeout, self._closed, self.label)
+            cfg.spark.wait_for_slots(num_tasks, timeout, self._closed, self.label)
         except ReservationTimeout:
             self.control.close()
             raise
@@ -117,19 +120,20 @@ class Attempt:
             attempt=self.number, roles=[tuple(r) for r in cfg.roles],
             input_mode=int(cfg.input_mode), control=self.control.address,
             secret=cfg.secret.hex(), env=cfg.env, base_dir=cfg.node_dir,
-            default_fs=sparkjobs.hadoop_default_fs(cfg.sc), working_dir=os.getcwd(),
+            default_fs=cfg.spark.default_fs(), working_dir=os.getcwd(),
             release_port=cfg.release_port, tensorboard=cfg.tensorboard_node,
             log_dir=cfg.log_dir, keep_node_dirs=cfg.keep_node_dirs,
-            ps_addresses=[f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in ps_socks])
+            tls_cert=cfg.tls.cert_pem if cfg.tls else None,
+            tls_key=cfg.tls.key_pem if cfg.tls else None,
+            ps_addresses=[f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in ps_socks],
+            num_gpus=cfg.num_gpus)
 
     def _run_barrier_job(self, plan: protocol.LaunchPlan, num_tasks: int) -> None:
-        sc, error = self.config.sc, ""
+        spark, error = self.config.spark, ""
         try:
-            with sparkjobs.job_scope(sc, self.tag, f"{self.label}: {num_tasks} TF nodes",
-                                     self.tag):
-                rdd = sc.parallelize(range(num_tasks), num_tasks)
-                rdd.barrier().mapPartitions(launcher.barrier_task(plan, self.config.payload)) \
-                    .collect()
+            spark.run_barrier(num_tasks, launcher.barrier_task(plan, self.config.payload),
+                              lambda: spark.job_scope(self.tag, f"{self.label}: {num_tasks} TF "
+                                                      "nodes", self.tag))
         except Exception as e:  # reported through the monitor
             error = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
         self.control.events.put((-1, "job", {"error": error}))
@@ -253,7 +257,7 @@ class Attempt:
             return
         self.error = error
         self._stop_nodes(f"cluster failed: {error}".splitlines()[0][:200])
-        sparkjobs.cancel(self.config.sc, self.tag)
+        self.config.spark.cancel(self.tag)
 
     def stop_nodes(self, reason: str) -> None:
         """Stop every node still running, on purpose (it ends as ``stopped``)."""

@@ -21,7 +21,7 @@ from pyspark.core.rdd import PipelinedRDD
 from .. import errors, protocol
 from ..errors import FeedError, SparkTFError
 from ..feed import arrowconv, sender
-from . import sparkjobs
+from .sparkjobs import Spark
 from .attempt import Attempt
 from .state import LOST_GRACE, NodeState
 
@@ -60,8 +60,8 @@ def translate(e: BaseException, attempt: Attempt, description: str) -> SparkTFEr
 class Feeder:
     """Feeds one cluster's nodes; epochs are numbered across ``train()`` calls."""
 
-    def __init__(self, sc: Any) -> None:
-        self.sc = sc
+    def __init__(self, spark: Spark) -> None:
+        self.spark = spark
         self.epochs_fed = 0
         self._jobs = 0
 
@@ -70,11 +70,10 @@ class Feeder:
         self._jobs += 1
         group = f"{attempt.tag}-feed-{self._jobs}"
         done = threading.Event()
-        threading.Thread(target=sparkjobs.log_progress,
-                         args=(self.sc, group, description, done),
+        threading.Thread(target=self.spark.log_progress, args=(group, description, done),
                          name="sparktf-progress", daemon=True).start()
         try:
-            with sparkjobs.job_scope(self.sc, group, description, attempt.tag):
+            with self.spark.job_scope(group, description, attempt.tag):
                 return job()
         except Exception as e:
             raise translate(e, attempt, description) from None
@@ -91,7 +90,7 @@ class Feeder:
         if not nodes:
             return None
         arrow = is_dataframe(data)
-        partitions = (data.rdd if arrow else data).getNumPartitions()
+        data, partitions = self.spark.partitions(data)
         task = functools.partial(
             sender.feed_train, nodes=_feed_targets(attempt, nodes),
             secret=attempt.config.secret, epoch=self.epochs_fed, partitions=partitions,
@@ -111,6 +110,9 @@ class Feeder:
     def inference(self, attempt: Attempt, data: Any, feed_timeout: float,
                   current: Callable[[], Attempt]) -> Any:
         """A lazy RDD with one result per input row (see ``TFCluster.inference``)."""
+        if self.spark.is_connect:
+            raise errors.ConfigError("Spark Connect has no RDDs: pass a DataFrame to "
+                                     "inference() (it returns a DataFrame)")
         nodes = attempt.data_nodes()
         if not nodes:
             raise errors.ConfigError("no TF node takes inference data (all finished or "

@@ -25,5 +25,26 @@ def test_bad_run_arguments(kwargs, complaint):
                                     ("input",)])
 def test_tfos_queue_names_are_accepted(queues):
     # Past the argument checks, run() needs a SparkContext: None fails there, not on queues.
-    with pytest.raises(AttributeError):
+    with pytest.raises(ConfigError, match="needs a SparkContext or a SparkSession, got NoneType"):
         TFCluster.run(None, lambda args, ctx: None, None, 2, queues=queues)
+
+
+@pytest.mark.parametrize("settings, slots", [
+    ({"spark.master": "local"}, 1),
+    ({"spark.master": "local[4]"}, 4),
+    ({"spark.master": "local[4]", "spark.task.cpus": "2"}, 2),
+    ({"spark.master": "local[*]"}, None),
+    ({"spark.master": "local-cluster[3,2,1024]"}, 6),
+    ({"spark.master": "local-cluster[3, 1, 1024]", "spark.task.cpus": "1"}, 3),
+    ({"spark.master": "yarn", "spark.executor.instances": "4", "spark.executor.cores": "2"}, 8),
+    ({"spark.master": "k8s://h", "spark.executor.instances": "4", "spark.executor.cores": "4",
+      "spark.task.cpus": "2"}, 8),
+    ({"spark.master": "spark://h:7077", "spark.cores.max": "6"}, 6),
+    ({"spark.master": "spark://h:7077"}, None),
+    ({"spark.master": "yarn", "spark.executor.instances": "4", "spark.executor.cores": "2",
+      "spark.dynamicAllocation.enabled": "true"}, None),
+])
+def test_task_slots_from_the_settings(settings, slots):
+    """What a Spark Connect client can tell of the cluster's slots (it has no scheduler)."""
+    from sparktf.driver.sparkjobs import configured_slots
+    assert configured_slots(settings.get) == slots
