@@ -4,7 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test unit integration lint demo bench clean
+# Hadoop's mini clusters for the HDFS and YARN tests: jars fetched by Maven (tests/hadoop/pom.xml)
+# into this cache, outside the source tree; the tests fill it themselves if it is empty.
+HADOOP_CACHE ?= $(HOME)/.cache/sparktf-hadoop
+export SPARKTF_HADOOP_CACHE := $(HADOOP_CACHE)
+
+.PHONY: test unit integration lint demo bench clean hadoop
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +28,9 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(PY) -m pytest tests/integration
+
+hadoop: $(STAMP)
+	$(PY) -c 'import sys; sys.path.insert(0, "tests"); from servers.hadoop import prepare; print(prepare())'
 
 demo: $(STAMP)
 	$(PY) examples/mnist/demo.py

@@ -6,7 +6,9 @@ upload and download code go through :func:`filesystem`, which gives a
 :class:`pyarrow.fs.FileSystem` and the path within it for any URL:
 
 * plain paths and ``file://``: the local file system;
-* ``hdfs://`` and ``viewfs://``: libhdfs (needs a Hadoop installation and Java);
+* ``hdfs://`` and ``viewfs://``: ``hdfs-native`` (HDFS's RPC protocol without a JVM;
+  reads ``HADOOP_CONF_DIR``), or libhdfs (needs a Hadoop installation and Java) where
+  hdfs-native is not installed or ``SPARKTF_HDFS_CLIENT=libhdfs``;
 * ``webhdfs://host:port`` and ``swebhdfs://`` (HTTPS): the WebHDFS REST API, which
   needs nothing installed (the ``hdfs`` package's client);
 * ``s3://`` and ``s3a://``: S3 or any S3-compatible service (``AWS_ENDPOINT_URL``).
@@ -38,6 +40,7 @@ import pyarrow.fs as pafs
 import requests
 from hdfs.util import HdfsError
 
+from sparktf import hdfsnative
 from sparktf.errors import StorageError
 from sparktf.paths import FS_SCHEMES as SCHEMES
 from sparktf.paths import is_local, local_path
@@ -343,7 +346,21 @@ def _webhdfs_cached(scheme: str, authority: str, user: str) -> pafs.PyFileSystem
     return pafs.PyFileSystem(WebHdfsHandler(f"{http}://{authority}", user))
 
 
-def _hdfs_fs(scheme: str, authority: str, url: str) -> pafs.HadoopFileSystem:
+def _hdfs_fs(scheme: str, authority: str, url: str) -> pafs.FileSystem:
+    """HDFS through hdfs-native when installed (no JVM needed), else through libhdfs.
+
+    ``SPARKTF_HDFS_CLIENT=libhdfs`` chooses libhdfs (pyarrow's ``HadoopFileSystem``)
+    even where hdfs-native is installed, e.g. for Kerberos setups it cannot handle.
+    """
+    client = os.environ.get("SPARKTF_HDFS_CLIENT", "").lower()
+    if client not in ("", "hdfs-native", "libhdfs"):
+        raise StorageError(f"SPARKTF_HDFS_CLIENT={client!r} is not a known HDFS client: "
+                           "use hdfs-native or libhdfs (or leave it unset)")
+    if client != "libhdfs" and hdfsnative.available():
+        return _hdfs_native_fs(scheme, authority, url)
+    if client == "hdfs-native":
+        raise StorageError(f"{url}: SPARKTF_HDFS_CLIENT=hdfs-native but the hdfs-native "
+                           "package is not installed: pip install 'sparktf[hdfs]'")
     _hadoop_environment(url)
     if scheme == "viewfs":
         host, port = f"viewfs://{authority}", 0
@@ -357,6 +374,24 @@ def _hdfs_fs(scheme: str, authority: str, url: str) -> pafs.HadoopFileSystem:
         raise StorageError(f"cannot connect to HDFS for {url}: {e}. Check the namenode address, "
                            "HADOOP_CONF_DIR and, on a secure cluster, the Kerberos ticket; "
                            "webhdfs://NAMENODE:9870/PATH needs no Hadoop installation") from e
+
+
+def _hdfs_native_fs(scheme: str, authority: str, url: str) -> pafs.PyFileSystem:
+    conf_dir = os.environ.get("HADOOP_CONF_DIR") or None
+    if conf_dir and not any(os.path.isfile(os.path.join(conf_dir, name))
+                            for name in ("core-site.xml", "hdfs-site.xml")):
+        raise StorageError(f"HADOOP_CONF_DIR={conf_dir} holds no core-site.xml or "
+                           f"hdfs-site.xml (needed for {url}): point it at the Hadoop client "
+                           "configuration directory (often /etc/hadoop/conf), or unset it "
+                           "and write hdfs://NAMENODE:PORT/PATH")
+    user = os.environ.get("HADOOP_USER_NAME") or None
+    return _hdfs_native_cached(f"{scheme}://{authority}", user, conf_dir)
+
+
+@functools.lru_cache(maxsize=16)
+def _hdfs_native_cached(root: str, user: str | None, conf_dir: str | None) -> pafs.PyFileSystem:
+    logger.debug("HDFS file system (hdfs-native): %s as %s", root, user or "the current user")
+    return pafs.PyFileSystem(hdfsnative.HdfsNativeHandler(root, user, conf_dir))
 
 
 @functools.lru_cache(maxsize=16)
@@ -433,6 +468,11 @@ def _storage_errors(doing: str, url: str) -> Iterator[None]:
 def _hint(url: str, message: str) -> str:
     """What to check after a failure on ``url`` with error ``message``."""
     scheme = "file" if is_local(url) else _split(url)[0]
+    if "ermission denied" in message and "HADOOP_USER_NAME" not in message \
+            and scheme in ("hdfs", "viewfs", "webhdfs", "swebhdfs"):
+        user = os.environ.get("HADOOP_USER_NAME") or getpass.getuser()
+        return (f"\nCheck the permissions of the path and its parents for user {user} "
+                "(HADOOP_USER_NAME)")
     if scheme not in ("s3", "s3a"):
         return ""
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")

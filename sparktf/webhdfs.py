@@ -282,6 +282,10 @@ class _WebHdfsWriter:
         try:
             self._buffer.seek(0)
             client = self._handler.client
+            # Parents as MKDIRS creates them (0755 less the umask): CREATE would make
+            # missing parents writable by every user.
+            parent = posixpath.dirname(self._path) or "/"
+            self._handler.call(parent, client.makedirs, parent)
             self._handler.call(self._path, client.write, self._path, data=self._buffer,
                                overwrite=True)
         finally:

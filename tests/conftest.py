@@ -77,4 +77,4 @@ def no_leftovers():
 # `servers` importable here and in the tests.
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
-from servers.fixtures import s3_server, webhdfs_server  # noqa: E402,F401
+from servers.fixtures import hadoop, s3_server, webhdfs_server  # noqa: E402,F401

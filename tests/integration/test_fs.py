@@ -1,4 +1,10 @@
-"""sparktf.fs against the local disk, a real S3 protocol server (moto) and a WebHDFS server."""
+"""sparktf.fs against the local disk, a real S3 protocol server (moto) and a real HDFS.
+
+HDFS is Hadoop's own MiniDFSCluster (the ``hadoop`` fixture), reached over its RPC
+protocol (``hdfs://``, hdfs-native) and over WebHDFS (``webhdfs://``).  The
+in-repo WebHDFS server stays for what a real NameNode cannot report: the bytes it
+sent per request (ranged reads).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from sparktf.errors import StorageError
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(params=["local", "file", "s3", "webhdfs"])
+@pytest.fixture(params=["local", "file", "s3", "webhdfs", "hdfs"])
 def base(request, tmp_path):
     """A fresh, not yet created directory URL on each kind of storage."""
     name = f"t-{uuid.uuid4().hex[:8]}"
@@ -32,7 +38,8 @@ def base(request, tmp_path):
         return f"file://{tmp_path}/{name}"
     if request.param == "s3":
         return f"{request.getfixturevalue('s3_server')['url']}/{name}"
-    return f"{request.getfixturevalue('webhdfs_server').url}/{name}"
+    hadoop = request.getfixturevalue("hadoop")
+    return f"{hadoop.webhdfs if request.param == 'webhdfs' else hadoop.namenode}/tmp/{name}"
 
 
 def write(url: str, data: bytes) -> None:
@@ -54,7 +61,7 @@ def test_write_read_seek(base):
     out = fs.open_output(url)
     out.write(data[:1000])
     out.write(data[1000:])
-    if not fs.is_local(url):
+    if not fs.is_local(url) and not url.startswith("hdfs://"):
         assert not fs.exists(url), "a remote file appears only when its stream is closed"
     out.close()
     assert fs.exists(url) and not fs.isdir(url) and fs.size(url) == len(data)
@@ -143,27 +150,41 @@ def test_upload_download_tree(base, tmp_path):
     assert (tmp_path / "single").read_bytes() == b"index"
 
 
-def test_parquet_through_filesystem(base, request):
+def write_parquet(base: str) -> tuple[str, pa.Table]:
     table = pa.table({"x": list(range(40_000)), "y": [float(i) for i in range(40_000)]})
     url = fs.join(base, "data", "part-00000.parquet")
     filesystem, path = fs.filesystem(url)
     fs.makedirs(fs.join(base, "data"))
     pq.write_table(table, path, filesystem=filesystem, row_group_size=10_000)
+    return url, table
+
+
+def test_parquet_through_filesystem(base):
+    url, table = write_parquet(base)
+    filesystem, path = fs.filesystem(url)
     assert pq.read_table(path, filesystem=filesystem).equals(table)
     assert pq.read_table(fs.filesystem(fs.join(base, "data"))[1],
                          filesystem=filesystem).num_rows == 40_000
-    if "webhdfs" in url:
-        server = request.getfixturevalue("webhdfs_server")
-        hdfs_path = path
-        before = server.bytes_sent.get(hdfs_path, 0), len(server.reads)
     with pq.ParquetFile(filesystem.open_input_file(path)) as f:
         assert f.metadata.num_row_groups == 4
         assert f.read_row_group(2).column("x").to_pylist() == list(range(20_000, 30_000))
-    if "webhdfs" in url:
-        sent = server.bytes_sent[hdfs_path] - before[0]
-        reads = [r for r in server.reads[before[1]:] if r[0] == hdfs_path]
-        assert all(length is not None for _, _, length in reads), reads
-        assert sent < fs.size(url) * 0.6, (sent, fs.size(url), reads)
+
+
+def test_webhdfs_reads_byte_ranges(webhdfs_server):
+    """One row group of a Parquet file costs its bytes, not the file's.
+
+    The in-repo WebHDFS server counts the bytes it sends per request, which a real
+    NameNode does not report.
+    """
+    url, _ = write_parquet(f"{webhdfs_server.url}/t-{uuid.uuid4().hex[:8]}")
+    filesystem, path = fs.filesystem(url)
+    before = webhdfs_server.bytes_sent.get(path, 0), len(webhdfs_server.reads)
+    with pq.ParquetFile(filesystem.open_input_file(path)) as f:
+        assert f.read_row_group(2).column("x").to_pylist() == list(range(20_000, 30_000))
+    sent = webhdfs_server.bytes_sent[path] - before[0]
+    reads = [r for r in webhdfs_server.reads[before[1]:] if r[0] == path]
+    assert all(length is not None for _, _, length in reads), reads
+    assert sent < fs.size(url) * 0.6, (sent, fs.size(url), reads)
 
 
 def test_filesystem_pickles(base):
@@ -185,7 +206,8 @@ def test_unknown_scheme():
         fs.exists("gopher://host/x")
 
 
-def test_hdfs_without_hadoop_says_what_is_missing(monkeypatch):
+def test_libhdfs_without_hadoop_says_what_is_missing(monkeypatch):
+    monkeypatch.setenv("SPARKTF_HDFS_CLIENT", "libhdfs")
     for name in ("HADOOP_HOME", "CLASSPATH", "ARROW_LIBHDFS_DIR"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("JAVA_HOME", "")   # found from `java` if any; restored afterwards
@@ -201,6 +223,7 @@ def test_hdfs_without_hadoop_says_what_is_missing(monkeypatch):
 @pytest.mark.skipif(not os.environ.get("HADOOP_HOME"),
                     reason="libhdfs path is tested only where Hadoop is installed")
 def test_hdfs_environment_from_hadoop_home(monkeypatch):
+    monkeypatch.setenv("SPARKTF_HDFS_CLIENT", "libhdfs")
     for name in ("CLASSPATH", "ARROW_LIBHDFS_DIR", "JAVA_HOME"):
         monkeypatch.setenv(name, os.environ.get(name, ""))
     filesystem, path = fs.filesystem("hdfs://127.0.0.1:8020/tmp/x")
@@ -245,3 +268,64 @@ def test_webhdfs_server_as_a_process(tmp_path):
         proc.terminate()
         proc.wait(timeout=10)
         proc.stdout.close()
+
+
+# ----------------------------------------------------------------------------- HDFS faults
+
+
+def test_hdfs_unreachable_namenode():
+    url = f"hdfs://127.0.0.1:{closed_port()}/data"
+    start = time.monotonic()
+    with pytest.raises(StorageError) as raised:
+        fs.listdir(url)
+    assert time.monotonic() - start < 10
+    assert "127.0.0.1" in str(raised.value) and "NameNode" in str(raised.value)
+
+
+def test_hdfs_missing_file(hadoop):
+    url = f"{hadoop.namenode}/tmp/no-such-dir-{uuid.uuid4().hex[:6]}/f"
+    assert not fs.exists(url)
+    with pytest.raises(FileNotFoundError):
+        fs.open_input(url)
+    with pytest.raises(FileNotFoundError):
+        fs.listdir(fs.join(url, ".."))
+
+
+@pytest.mark.parametrize("scheme", ["hdfs", "webhdfs"])
+def test_hdfs_permission_denied(hadoop, monkeypatch, scheme):
+    """A file chmod 000 (and a directory not writable) for another user than the owner."""
+    root = hadoop.namenode if scheme == "hdfs" else hadoop.webhdfs
+    secret = f"{root}/tmp/secret-{uuid.uuid4().hex[:6]}"
+    write(fs.join(secret, "f"), b"s")      # its directory is created on the way
+    handler = fs.filesystem(hadoop.namenode)[0].handler
+    assert handler.client.get_file_info(fs.filesystem(secret)[1]).permission & 0o022 == 0
+    handler.client.set_permission(fs.filesystem(fs.join(secret, "f"))[1], 0o000)
+    monkeypatch.setenv("HADOOP_USER_NAME", "someone-else")
+    start = time.monotonic()
+    if scheme == "hdfs":   # hdfs-native asks for the blocks when opening: denied there
+        with pytest.raises(StorageError) as raised:
+            fs.open_input(fs.join(secret, "f"))
+        assert fs.join(secret, "f") in str(raised.value)
+        assert "HADOOP_USER_NAME" in str(raised.value)
+    else:                  # WebHDFS is denied at the first read
+        with pytest.raises((StorageError, PermissionError)) as raised:
+            fs.open_input(fs.join(secret, "f")).read()
+    message = str(raised.value)
+    assert "ermission denied" in message and "someone-else" in message, message
+    with pytest.raises((StorageError, PermissionError), match="ermission denied"):
+        write(fs.join(secret, "g"), b"x")
+    assert time.monotonic() - start < 10
+
+
+def test_hdfs_wrong_conf_dir(hadoop, monkeypatch, tmp_path):
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path))       # no *-site.xml there
+    with pytest.raises(StorageError, match=f"HADOOP_CONF_DIR={tmp_path} holds no"):
+        fs.exists("hdfs:///tmp")
+    monkeypatch.setenv("HADOOP_CONF_DIR", hadoop.conf_dir)     # fs.defaultFS from it
+    assert fs.isdir("hdfs:///tmp")
+    (tmp_path / "core-site.xml").write_text("<configuration/>")
+    monkeypatch.setenv("HADOOP_CONF_DIR", str(tmp_path))       # no fs.defaultFS in it
+    start = time.monotonic()
+    with pytest.raises(StorageError, match="no fs.defaultFS.*HADOOP_CONF_DIR"):
+        fs.exists("hdfs:///tmp")
+    assert time.monotonic() - start < 10

@@ -94,3 +94,27 @@ def s3_server(tmp_path_factory):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def hadoop(tmp_path_factory):
+    """Hadoop's own MiniDFSCluster and MiniYARNCluster in one JVM (see servers/hadoop.py).
+
+    Started by the first test that asks for it, stopped by PID at the end of the
+    session, after which no process of it (or of its YARN containers) may be left.
+    Yields the :class:`~servers.hadoop.MiniHadoop`: ``namenode``
+    (``hdfs://127.0.0.1:PORT``), ``webhdfs``, ``conf_dir`` (a ``HADOOP_CONF_DIR``),
+    ``audit()`` (the NameNode's audit events), ``kill_application(id)``.
+    """
+    from servers.hadoop import MiniHadoop
+
+    cluster = MiniHadoop(str(tmp_path_factory.mktemp("hadoop"))).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        deadline = time.monotonic() + 20
+        while cluster.leftovers() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        left = cluster.leftovers()
+        assert not left, f"Hadoop mini cluster processes left behind: {left}"
