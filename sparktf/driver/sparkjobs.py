@@ -245,6 +245,13 @@ class ConnectSpark(Spark):
     def slots(self) -> int | None:
         return configured_slots(self.conf)
 
+    def wait_for_slots(self, needed: int, timeout: float, closed: threading.Event,
+                       label: str) -> None:
+        """Fail at once when the settings give too few slots: they do not change here."""
+        slots = self.slots()
+        if slots is not None and slots < needed:
+            raise ReservationTimeout(self.slots_message(needed, slots, timeout))
+
     def run_barrier(self, num_tasks: int, task: Callable[[Iterator], Iterator[int]],
                     scope: Callable[[], Any]) -> None:
         def arrow_task(batches: Iterator) -> Iterator:

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import feedfuns  # noqa: E402
 import nodefuns  # noqa: E402
 from sparktf import TFCluster  # noqa: E402
-from sparktf.errors import NodeError  # noqa: E402
+from sparktf.errors import NodeError, ReservationTimeout  # noqa: E402
 
 
 def main(url, out, mode):
@@ -32,6 +32,13 @@ def main(url, out, mode):
         TFCluster.run(spark, nodefuns.sleep_forever, {"out": out}, 2, reservation_timeout=120)
         print("RUNNING", flush=True)
         time.sleep(3600)
+
+    # Too few slots (the settings say 2): refused at once, naming the settings.
+    started = time.monotonic()
+    try:
+        TFCluster.run(spark, nodefuns.report, {"out": out}, 5, reservation_timeout=60)
+    except ReservationTimeout as e:
+        report["slots"] = [str(e), time.monotonic() - started]
 
     # TENSORFLOW mode: MultiWorkerMirroredStrategy training.
     cluster = TFCluster.run(spark, nodefuns.mwms_keras_fit, {"out": out}, 2,

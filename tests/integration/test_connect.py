@@ -78,6 +78,9 @@ def test_training_inference_and_failures_through_spark_connect(connect_url, tmp_
     assert proc.returncode == 0, output[-6000:]
     report = json.load(open(tmp_path / "connect.json"))
     assert report["session"].startswith("pyspark.sql.connect")
+    message, seconds = report["slots"]
+    assert "needs 5 task slots" in message and "only 2" in message and seconds < 5
+    assert "spark.master=local-cluster[2,1,1024]" in message
     assert report["tf_mode"] == "ok"
     assert len(json.load(open(tmp_path / "weights-0.json"))["weights"]) == 2
     fit = report["fit"]
