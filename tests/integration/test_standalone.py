@@ -3,23 +3,17 @@
 import glob
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
 import pyspark
+from servers.fixtures import free_port
 
 pytestmark = pytest.mark.integration
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
