@@ -58,6 +58,7 @@ class LaunchPlan:
     log_dir: str | None
     ps_addresses: list[str] = field(default_factory=list)  # ps nodes on the driver
     keep_node_dirs: bool = False
+    num_gpus: int | None = None  # GPUs (sparktf.gpus): TFCluster.run's nvidia-smi fallback
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,10 @@ class NodeSpec:
     log_dir: str
     log_url: str | None
     keep_node_dir: bool = False
+    # GPUs (sparktf.gpus): the node's CUDA_VISIBLE_DEVICES ids, None when not managed, and
+    # where they came from ("spark", "nvidia-smi", "none" for ps nodes).
+    gpus: list[str] | None = None
+    gpu_source: str = ""
 
     @property
     def name(self) -> str:
@@ -148,6 +153,7 @@ class Started(Message):
     executor: str
     log: str
     cluster_spec: dict
+    gpus: str = ""  # GPUs (sparktf.gpus): what the node got, for the driver's log
 
 
 @dataclass(frozen=True)

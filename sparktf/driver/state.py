@@ -98,7 +98,8 @@ def transition(n: NodeState, msg: protocol.Message, *, stopping: bool,
             return Outcome(n)  # a duplicate; the control server refuses second registrations
         state = moved(NodeStatus.STARTED, host=msg.host, executor=msg.executor, pid=msg.pid,
                       log=msg.log)
-        return Outcome(state, log=f"started (pid {msg.pid}, log {msg.log})")
+        gpus = f", {msg.gpus}" if msg.gpus else ""  # GPUs (sparktf.gpus)
+        return Outcome(state, log=f"started (pid {msg.pid}, log {msg.log}{gpus})")
     if isinstance(msg, protocol.Exited):
         return _exited(n, msg, stopping, moved)
     if n.done:

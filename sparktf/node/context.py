@@ -43,6 +43,10 @@ class NodeContext:
         self.tf_port: int = spec.tf_port
         #: 0 on the first start; n after the n-th restart (``max_restarts``).
         self.attempt: int = spec.attempt
+        #: GPUs (sparktf.gpus): the physical GPU ids in this node's CUDA_VISIBLE_DEVICES
+        #: (TensorFlow numbers them /GPU:0, /GPU:1, ...); [] for none (ps nodes), None
+        #: when sparktf did not manage GPUs (no Spark GPU resources, no num_gpus).
+        self.gpus: list[str] | None = spec.gpus
         #: This node's rank among the ``num_workers`` training nodes (chief or
         #: master first, then the workers); None for ps and evaluator nodes.
         self.rank: int | None = roles.rank(self.job_name, self.task_index, self.cluster_spec)

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from typing import Iterator
 
-from .. import protocol
+from .. import gpus, protocol
 from .. import roles as rolemod
 from . import procs
 
@@ -71,13 +71,17 @@ def node_directory(plan: protocol.LaunchPlan, node: int) -> str:
 
 def start_node(plan: protocol.LaunchPlan, payload: bytes, node: int, host: str,
                port_sock: socket.socket, cluster_spec: dict, owner: int,
-               detach: bool) -> subprocess.Popen:
+               detach: bool, gpu: gpus.Assignment | None = None) -> subprocess.Popen:
     """Write node ``node``'s spec and start its supervisor; return the supervisor process.
 
     Used by the barrier tasks and, for ``driver_ps_nodes``, by the driver.
+    ``gpu``: the node's GPUs (:func:`sparktf.gpus.assign`); default: none for
+    ps nodes, not managed for others.
     """
     roles = [rolemod.Role(*r) for r in plan.roles]
     role = roles[node]
+    # GPUs (sparktf.gpus): CUDA_VISIBLE_DEVICES for the node; run(env=...) can override it.
+    gpu = gpu if gpu is not None else gpus.assign(role.job, None)
     node_dir = node_directory(plan, node)
     # With a remote log_dir the node writes to a local directory, mirrored to log_url.
     # (Imported here: `python -m sparktf.node.logsync` must not find it imported by sparktf.)
@@ -91,10 +95,11 @@ def start_node(plan: protocol.LaunchPlan, payload: bytes, node: int, host: str,
         tf_port=port_sock.getsockname()[1], executor=executor_id(), cluster_spec=cluster_spec,
         tf_config=rolemod.tf_config(cluster_spec, role), num_workers=rolemod.num_workers(roles),
         input_mode=plan.input_mode, release_port=plan.release_port, control=plan.control,
-        secret=plan.secret, env=_node_env(plan.env), default_fs=plan.default_fs,
+        secret=plan.secret, env=_node_env({**gpu.env, **plan.env}), default_fs=plan.default_fs,
         working_dir=plan.working_dir, node_dir=node_dir, detach=detach, attempt=plan.attempt,
         tensorboard=plan.tensorboard == node, log_dir=log_dir, log_url=log_url,
-        keep_node_dir=plan.keep_node_dirs)
+        keep_node_dir=plan.keep_node_dirs,
+        gpus=list(gpu.gpus) if gpu.source else None, gpu_source=gpu.source)
     protocol.write_private(spec.payload_path, payload)
     spec_path = os.path.join(node_dir, "spec.json")
     spec.write(spec_path)
@@ -134,9 +139,15 @@ def barrier_task(plan: protocol.LaunchPlan, payload: bytes):
         addresses = plan.ps_addresses + ctx.allGather(mine)
         node += len(plan.ps_addresses)
         spec = rolemod.cluster_spec([rolemod.Role(*r) for r in plan.roles], addresses)
+        # GPUs (sparktf.gpus): this task's Spark GPUs, or nvidia-smi for run(num_gpus=...).
+        jobs = [job for job, _ in plan.roles]
+        slot, slots = gpus.host_slot([a.rsplit(":", 1)[0] for a in addresses], jobs, node)
+        gpu = gpus.assign(jobs[node], ctx.resources(), plan.num_gpus, slot=slot, slots=slots,
+                          where=f"host {host} (executor {executor_id()})")
         spark_mode = plan.input_mode == protocol.InputMode.SPARK
         owner = procs.executor_jvm_pid() if spark_mode else os.getpid()
-        proc = start_node(plan, payload, node, host, port_sock, spec, owner, detach=spark_mode)
+        proc = start_node(plan, payload, node, host, port_sock, spec, owner, detach=spark_mode,
+                          gpu=gpu)
         code = proc.wait()
         if code != 0:
             role = rolemod.Role(*plan.roles[node])

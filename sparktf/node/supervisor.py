@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 
+from .. import gpus as gpusmod
 from .. import protocol, tensorboard
 from ..control import ControlClient
 from . import logsync, procs
@@ -73,7 +74,8 @@ class Supervisor:
             self.logsync = logsync.start(spec.log_dir, spec.log_url, side_env, sys.stderr)
         self.control.send(protocol.Started(
             pid=self.proc.pid, host=spec.host, executor=spec.executor, log=spec.log_path,
-            cluster_spec=spec.cluster_spec).to_dict())
+            cluster_spec=spec.cluster_spec, gpus=gpusmod.describe(spec.gpus, spec.gpu_source),
+        ).to_dict())
         procs.on_exit(owner, lambda: self.stop(f"owner process {owner} exited"))
 
     def _report_tensorboard(self, url: str) -> None:
