@@ -1,4 +1,7 @@
-"""CheckpointManager and export_model against real stores: local, S3 (moto) and WebHDFS."""
+"""CheckpointManager and export_model against real stores: local, S3 (moto), HDFS, WebHDFS.
+
+HDFS is Hadoop's MiniDFSCluster, over hdfs:// (hdfs-native) and webhdfs://.
+"""
 
 import os
 import types
@@ -13,13 +16,16 @@ from sparktf import fs
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["local", "s3", "webhdfs"])
+@pytest.fixture(params=["local", "s3", "hdfs", "webhdfs"])
 def base(request, tmp_path):
+    name = f"ckpt-{uuid.uuid4().hex[:6]}"
     if request.param == "local":
         return str(tmp_path / "store")
     if request.param == "s3":
-        return request.getfixturevalue("s3_server")["url"] + f"/ckpt-{uuid.uuid4().hex[:6]}"
-    return request.getfixturevalue("webhdfs_server").url + f"/ckpt-{uuid.uuid4().hex[:6]}"
+        return request.getfixturevalue("s3_server")["url"] + "/" + name
+    hadoop = request.getfixturevalue("hadoop")
+    root = hadoop.namenode if request.param == "hdfs" else hadoop.webhdfs
+    return f"{root}/tmp/{name}"
 
 
 def node(tmp_path, rank):

@@ -1,10 +1,11 @@
-"""The MNIST examples on remote storage: S3 (moto) and WebHDFS (the test server).
+"""The MNIST examples on remote storage: S3 (moto) and HDFS (Hadoop's MiniDFSCluster).
 
 The examples' ``run(sc, args)`` functions run in the session's Spark (no
-spark-submit): ``mnist_data_setup`` writes S3 and WebHDFS from the executors,
+spark-submit): ``mnist_data_setup`` writes S3 and HDFS from the executors,
 ``mnist_tf`` trains from TFRecords and Parquet there, each worker reporting
-the files it read, checkpoints to S3 and resumes from them, and exports a
-model that loads back and predicts the held-out test set.
+the files it read (checked against the NameNode's audit log on HDFS),
+checkpoints and resumes from them, and exports a model that loads back and
+predicts the held-out test set.
 """
 
 from __future__ import annotations
@@ -106,25 +107,53 @@ def test_train_on_s3_resume_from_s3_checkpoint_and_export(sc, s3_server, s3_mnis
     assert len(test["label"]) == 1000 and accuracy > 0.8, accuracy
 
 
-@pytest.mark.parametrize("fmt", ["tfr", "parquet"])
-def test_train_on_webhdfs_each_file_read_by_one_worker(sc, webhdfs_server, tmp_path, fmt,
-                                                       no_leftovers):
-    base = f"{webhdfs_server.url}/mnist-{fmt}"
-    data_setup(sc, base, formats=fmt)
-    files = part_files(f"{base}/{fmt}/train")
-    before = webhdfs_server.stats()
-    reports = train(sc, tmp_path, images_labels=f"{base}/{fmt}/train", format=fmt, epochs=1,
-                    model_dir=f"{base}/model", export_dir=f"{base}/export")
+def export_accuracy(export, test_data):
+    """Accuracy of the exported model on the 1,000 held-out images."""
+    tf_keras = pytest.importorskip("tf_keras")
+    with local_copy(export) as path:
+        model = tf_keras.models.load_model(path)
+    test = next(readers.parquet_dataset(test_data, batch_size=1000).as_numpy_iterator())
+    predicted = np.argmax(model.predict(test["image"].reshape(-1, 28, 28, 1), verbose=0), 1)
+    assert len(test["label"]) == 1000
+    return float(np.mean(predicted == test["label"]))
+
+
+def test_train_on_hdfs_each_file_read_by_one_worker_resume_and_export(sc, hadoop, tmp_path,
+                                                                      no_leftovers):
+    """TENSORFLOW mode on hdfs://: data, checkpoints and export on the real NameNode.
+
+    The NameNode's audit log shows each training file opened by exactly one HDFS
+    client (each node process has its own), the one of the worker that reported it.
+    """
+    base = f"{hadoop.namenode}/tmp/mnist"
+    data_setup(sc, base, formats="tfr,parquet")
+    files = part_files(f"{base}/tfr/train")
+    seen = len(hadoop.audit())
+    reports = train(sc, tmp_path / "first", images_labels=f"{base}/tfr/train", format="tfr",
+                    epochs=1, model_dir=f"{base}/model", export_dir=f"{base}/export-1")
     assert_sharded(reports, files)
-    after = webhdfs_server.stats()
-    for url in files:
-        path = "/" + url.split("://", 1)[1].split("/", 1)[1]   # the server's HDFS path
-        opened = after["opened"].get(path, 0) - before["opened"].get(path, 0)
-        sent = after["bytes_sent"].get(path, 0) - before["bytes_sent"].get(path, 0)
-        # Read by one worker: every byte about once; a second reader would double it.
-        assert opened >= 1 and fs.size(url) <= sent < 2 * fs.size(url), (path, opened, sent)
+    clients = {}   # HDFS path -> RPC client ids that opened it
+    for event in hadoop.audit()[seen:]:
+        if event[0] == "ok" and event[3] == "open" and "/tfr/train/part-" in event[4]:
+            clients.setdefault(event[4], set()).add(event[6])
+    paths = {"/" + u.split("://", 1)[1].split("/", 1)[1]: u for u in files}
+    assert set(clients) == set(paths), (clients, paths)
+    assert all(len(ids) == 1 for ids in clients.values()), clients
+    by_worker = [{next(iter(clients[p])) for p, u in paths.items() if u in r["files"]}
+                 for r in reports]
+    assert all(len(ids) == 1 for ids in by_worker) and by_worker[0] != by_worker[1], by_worker
     assert fs.exists(f"{base}/model/ckpt-1.index")
-    assert fs.exists(f"{base}/export/saved_model.pb")
+
+    # Same model directory, 2 epochs in all: resumes after epoch 1, from Parquet.
+    second = train(sc, tmp_path / "second", images_labels=f"{base}/parquet/train",
+                   format="parquet", epochs=2, model_dir=f"{base}/model",
+                   export_dir=f"{base}/export-2")
+    assert [r["initial_epoch"] for r in second] == [1, 1]
+    assert_sharded(second, part_files(f"{base}/parquet/train"))
+    assert fs.exists(f"{base}/model/ckpt-2.index")
+    accuracy = export_accuracy(f"{base}/export-2", f"{base}/parquet/test")
+    print(f"HDFS export, 2 epochs x 20 steps: test accuracy {accuracy:.4f}")
+    assert accuracy > 0.75, accuracy
 
 
 @pytest.mark.parametrize("fmt", ["tfr", "parquet"])

@@ -1,8 +1,11 @@
-"""sparktf.readers over real storage servers: S3 (moto) and WebHDFS (the test server).
+"""sparktf.readers over real storage servers: S3 (moto), HDFS and WebHDFS.
 
-Three workers (index 0..2 of 3) read the same data in turn; what they read must
-be every record exactly once, each file must be opened by one worker only, and a
-Parquet read by row group must fetch byte ranges, not whole files.
+HDFS is Hadoop's MiniDFSCluster over hdfs:// (hdfs-native), whose NameNode audit
+log tells which files were opened; the in-repo WebHDFS server also counts the
+bytes sent per request.  Three workers (index 0..2 of 3) read the same data in
+turn; what they read must be every record exactly once, each file must be opened
+by one worker only, and a Parquet read by row group must fetch byte ranges, not
+whole files.
 """
 
 from __future__ import annotations
@@ -84,22 +87,42 @@ def local_data(tmp_path_factory):
     return str(root), truth
 
 
-@pytest.fixture(scope="module", params=["s3", "webhdfs"])
+class AuditOpens:
+    """``stats()["opened"]`` (opens per HDFS path) from the NameNode's audit log."""
+
+    def __init__(self, hadoop) -> None:
+        self.hadoop = hadoop
+
+    def stats(self) -> dict:
+        opened = collections.Counter(e[4] for e in self.hadoop.audit()
+                                     if e[0] == "ok" and e[3] == "open")
+        return {"opened": opened}
+
+
+@pytest.fixture(scope="module", params=["s3", "webhdfs", "hdfs"])
 def store(request, local_data):
-    """(base URL holding the uploaded data sets, truth, WebHDFS server or None)."""
+    """(base URL holding the uploaded data sets, truth, open counter or None).
+
+    The counter's ``stats()`` gives ``opened`` (and for the WebHDFS test server
+    ``reads``: path, offset, length of every request).
+    """
     root, truth = local_data
     if request.param == "s3":
         server = None
         base = request.getfixturevalue("s3_server")["url"] + "/readers"
-    else:
+    elif request.param == "webhdfs":
         server = request.getfixturevalue("webhdfs_server")
         base = server.url + "/readers"
+    else:
+        hadoop = request.getfixturevalue("hadoop")
+        server = AuditOpens(hadoop)
+        base = hadoop.namenode + "/tmp/readers"
     fs.upload(root, base)
     return base, truth, server
 
 
 def opened_by_each_worker(server, read):
-    """Run ``read(worker)`` for every worker; the WebHDFS paths each one OPENed."""
+    """Run ``read(worker)`` for every worker; the HDFS paths each one opened."""
     results, opened = [], []
     for worker in range(WORKERS):
         before = dict(server.stats()["opened"]) if server else {}
@@ -118,9 +141,8 @@ def assert_partition(parts, everything):
 def assert_disjoint_opens(server, opened, base, name):
     if server is None:
         return
-    prefix = base.split("://", 1)[1].split("/", 1)[1]
-    files = {p for p in os.listdir(os.path.join(server.root, prefix, name))
-             if not p.startswith("_")}
+    files = {os.path.basename(u) for u in fs.listdir(f"{base}/{name}")
+             if not os.path.basename(u).startswith("_")}
     mine = [{os.path.basename(p) for p in o} for o in opened]
     assert all(mine), opened
     assert sum(len(m) for m in mine) == len(set().union(*mine)) == len(files), mine
@@ -181,6 +203,7 @@ def test_parquet_by_file(store):
 def test_parquet_by_row_group_fetches_only_its_row_groups(store):
     base, truth, server = store
     url = base + "/pq-groups"
+    server = server if server and "reads" in server.stats() else None   # byte counts
     before = server.stats()["reads"] if server else []
     parts = [read_labels(readers.parquet_dataset(url, index=w, count=WORKERS, batch_size=500))
              for w in range(WORKERS)]
