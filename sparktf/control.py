@@ -17,7 +17,7 @@ import logging
 import queue
 import socket
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 from .errors import ProtocolError
 from .wire import Channel, HandshakeDeadline, close_listener, connect, peername, serve
@@ -38,8 +38,10 @@ class ControlServer:
     """
 
     def __init__(self, host: str, secret: bytes, num_nodes: int,
-                 status: Callable[[], dict] = dict, allow_reconnect: bool = False) -> None:
+                 status: Callable[[], dict] = dict, allow_reconnect: bool = False,
+                 tls: Any = None) -> None:
         self._secret = secret
+        self._tls = tls  # a sparktf.tls.ServerTLS: every connection in TLS
         self._status = status
         self._num_nodes = num_nodes
         self.events: queue.Queue[Event] = queue.Queue()
@@ -61,7 +63,7 @@ class ControlServer:
         try:
             sock.settimeout(HANDSHAKE_TIMEOUT)
             # Control messages are small JSON headers: no payload is ever accepted.
-            chan = Channel.server(sock, self._secret, max_payload=0)
+            chan = Channel.server(sock, self._secret, max_payload=0, tls=self._tls)
             hello, _ = chan.recv()
             deadline.met()
             authenticated = True
@@ -127,10 +129,10 @@ class ControlServer:
             self._channels.clear()
 
 
-def cluster_status(address: tuple[str, int], secret: bytes) -> dict:
+def cluster_status(address: tuple[str, int], secret: bytes, tls: Any = None) -> dict:
     """Ask the driver for the cluster's first ``error`` and the ``terminated`` nodes."""
     try:
-        chan = connect(tuple(address), secret, timeout=HANDSHAKE_TIMEOUT)
+        chan = connect(tuple(address), secret, timeout=HANDSHAKE_TIMEOUT, tls=tls)
         try:
             reply, _ = chan.request({"type": "status"})
         finally:
@@ -144,12 +146,14 @@ class ControlClient:
     """A node-side connection to the driver's control server.
 
     ``on_message`` is called from a background thread for every message the
-    driver sends; ``on_lost`` once when the connection ends.
+    driver sends; ``on_lost`` once when the connection ends.  ``tls``: a
+    :class:`sparktf.tls.ClientTLS` when the cluster encrypts.
     """
 
     def __init__(self, address: tuple[str, int], secret: bytes, node: int, kind: str,
-                 on_message: Callable[[dict], None], on_lost: Callable[[], None]) -> None:
-        self._chan = connect(tuple(address), secret, timeout=HANDSHAKE_TIMEOUT)
+                 on_message: Callable[[dict], None], on_lost: Callable[[], None],
+                 tls: Any = None) -> None:
+        self._chan = connect(tuple(address), secret, timeout=HANDSHAKE_TIMEOUT, tls=tls)
         self._chan.sock.settimeout(None)
         self._send_lock = threading.Lock()
         self.send({"type": "hello", "node": node, "kind": kind})

@@ -58,6 +58,10 @@ class LaunchPlan:
     log_dir: str | None
     ps_addresses: list[str] = field(default_factory=list)  # ps nodes on the driver
     keep_node_dirs: bool = False
+    # TLS (sparktf.tls): the cluster's certificate and key (PEM) when it encrypts; they
+    # travel like the secret.
+    tls_cert: str | None = None
+    tls_key: str | None = field(default=None, repr=False)
     num_gpus: int | None = None  # GPUs (sparktf.gpus): TFCluster.run's nvidia-smi fallback
 
 
@@ -88,6 +92,8 @@ class NodeSpec:
     log_dir: str
     log_url: str | None
     keep_node_dir: bool = False
+    tls_cert: str | None = None  # PEM, when the cluster encrypts (sparktf.tls)
+    tls_key: str | None = field(default=None, repr=False)
     # GPUs (sparktf.gpus): the node's CUDA_VISIBLE_DEVICES ids, None when not managed, and
     # where they came from ("spark", "nvidia-smi", "none" for ps nodes).
     gpus: list[str] | None = None

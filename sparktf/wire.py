@@ -12,6 +12,11 @@ used, never pickle.  The per-connection nonces and the sequence number make a
 frame recorded on one connection (or earlier on the same one) useless later.
 Lengths are bounded *before* any buffer is allocated, and a peer that has not
 yet sent one valid frame may send only a small header.
+
+With a ``tls`` object (:mod:`sparktf.tls`: the cluster's pinned certificate)
+the socket is wrapped in TLS 1.3 first and all of the above runs inside it:
+TLS hides the bytes, the HMAC layer still proves that the client knows the
+cluster secret.
 """
 
 from __future__ import annotations
@@ -128,17 +133,19 @@ class Channel:
     # -- handshake -------------------------------------------------------
     @classmethod
     def client(cls, sock: socket.socket, secret: bytes, **kw: Any) -> "Channel":
-        """Run the client side of the handshake on a connected socket."""
+        """Run the client side of the handshake on a connected socket (``tls=``: in TLS)."""
         return cls._handshake(sock, secret, is_server=False, **kw)
 
     @classmethod
     def server(cls, sock: socket.socket, secret: bytes, **kw: Any) -> "Channel":
-        """Run the server side of the handshake on an accepted socket."""
+        """Run the server side of the handshake on an accepted socket (``tls=``: in TLS)."""
         return cls._handshake(sock, secret, is_server=True, **kw)
 
     @classmethod
     def _handshake(cls, sock: socket.socket, secret: bytes, is_server: bool,
-                   **kw: Any) -> "Channel":
+                   tls: Any = None, **kw: Any) -> "Channel":
+        if tls is not None:
+            sock = tls.wrap(sock)
         mine = os.urandom(NONCE_BYTES)
         sock.sendall(MAGIC + mine)
         theirs = _read_hello(sock)
@@ -260,12 +267,12 @@ def close_listener(listener: socket.socket) -> None:
 
 
 def connect(address: tuple[str, int], secret: bytes, timeout: float | None = 30.0,
-            **kw: Any) -> Channel:
-    """Open an authenticated client channel to ``address``."""
+            tls: Any = None, **kw: Any) -> Channel:
+    """Open an authenticated client channel to ``address`` (in TLS with a ``tls`` client)."""
     sock = socket.create_connection(address, timeout=timeout)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return Channel.client(sock, secret, **kw)
+        return Channel.client(sock, secret, tls=tls, **kw)
     except BaseException:
         sock.close()
         raise

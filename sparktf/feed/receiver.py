@@ -129,8 +129,9 @@ class FeedServer:
     """The node's feed endpoint; ``ctx.mgr`` in SPARK mode."""
 
     def __init__(self, host: str, secret: bytes, control: Any,
-                 capacity: int = DEFAULT_CAPACITY) -> None:
+                 capacity: int = DEFAULT_CAPACITY, tls: Any = None) -> None:
         self._secret = secret
+        self._tls = tls  # a sparktf.tls.ServerTLS: every connection in TLS
         self._control = control
         self.buffer = BoundedBuffer(capacity)
         self.terminated = threading.Event()
@@ -187,7 +188,7 @@ class FeedServer:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.settimeout(10)
-            chan = Channel.server(sock, self._secret)
+            chan = Channel.server(sock, self._secret, tls=self._tls)
             hello, _ = chan.recv()
             deadline.met()
             authenticated = True

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 
+from .. import tls as tlsmod
 from ..errors import FeedError, FeedTimeout
 from ..control import cluster_status
 from ..wire import connect
@@ -28,21 +29,22 @@ CHUNK_ROWS = 4096
 
 
 class NodeLink:
-    """One feeding connection to one node."""
+    """One feeding connection to one node (in TLS when ``node["tls"]`` holds a certificate)."""
 
     def __init__(self, node: dict, secret: bytes, hello: dict, feed_timeout: float) -> None:
         self.name = node["name"]
         self.node = node["node"]
         self.timeout = feed_timeout
         self.control, self.secret = node["control"], secret
+        self.tls = tlsmod.client(node.get("tls"))
         self.terminated = False
         self.rows = 0
         try:
-            self.chan = connect(tuple(node["feed"]), secret, timeout=30)
+            self.chan = connect(tuple(node["feed"]), secret, timeout=30, tls=self.tls)
             self.chan.sock.settimeout(feed_timeout)
             reply, _ = self.chan.request(hello)
         except OSError as e:
-            status = cluster_status(node["control"], secret)
+            status = cluster_status(node["control"], secret, self.tls)
             if self.node in status.get("terminated", ()):
                 self.terminated, self.chan = True, None  # it called terminate() and exited
                 return
@@ -65,7 +67,7 @@ class NodeLink:
                               f"{self.timeout:g}s (feed_timeout) while partition {partition} "
                               "was fed; is map_fun reading its DataFeed?") from None
         except (EOFError, OSError) as e:
-            status = cluster_status(self.control, self.secret)
+            status = cluster_status(self.control, self.secret, self.tls)
             if self.node in status.get("terminated", ()):
                 self.terminated = True
                 return {"type": "terminated"}, bytearray()

@@ -98,7 +98,7 @@ def start_node(plan: protocol.LaunchPlan, payload: bytes, node: int, host: str,
         secret=plan.secret, env=_node_env({**gpu.env, **plan.env}), default_fs=plan.default_fs,
         working_dir=plan.working_dir, node_dir=node_dir, detach=detach, attempt=plan.attempt,
         tensorboard=plan.tensorboard == node, log_dir=log_dir, log_url=log_url,
-        keep_node_dir=plan.keep_node_dirs,
+        keep_node_dir=plan.keep_node_dirs, tls_cert=plan.tls_cert, tls_key=plan.tls_key,
         gpus=list(gpu.gpus) if gpu.source else None, gpu_source=gpu.source)
     protocol.write_private(spec.payload_path, payload)
     spec_path = os.path.join(node_dir, "spec.json")

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from pyspark import cloudpickle
 
 from .. import protocol
+from .. import tls as tlsmod
 from ..control import ControlClient
 from ..errors import ProtocolError
 from ..protocol import InputMode, NodeSpec
@@ -61,14 +62,15 @@ def run(spec_path: str) -> int:
         port_sock = socket.socket(fileno=int(os.environ.pop(PORT_FD_ENV)))
 
     handlers: dict[type, Callable[[Any], None]] = {}
+    tls = tlsmod.identity(spec.tls_cert, spec.tls_key)  # None: clear channels
     control = ControlClient(spec.control, secret, spec.node, "node",
                             on_message=lambda raw: _dispatch(handlers, raw),
-                            on_lost=_lost_driver)
+                            on_lost=_lost_driver, tls=tls and tls.client())
     mgr = None
     feed = None
     if spec.input_mode == InputMode.SPARK:
         from ..feed.receiver import FeedServer
-        mgr = FeedServer(spec.host, secret, control)
+        mgr = FeedServer(spec.host, secret, control, tls=tls and tls.server())
         handlers.update(mgr.control_handlers())
         feed = list(mgr.address)
 

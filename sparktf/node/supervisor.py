@@ -32,6 +32,7 @@ import threading
 
 from .. import gpus as gpusmod
 from .. import protocol, tensorboard
+from .. import tls as tlsmod
 from ..control import ControlClient
 from . import logsync, procs
 from .main import PORT_FD_ENV
@@ -52,7 +53,8 @@ class Supervisor:
         # The control connection first: TensorBoard may report its URL at once.
         self.control = ControlClient(spec.control, bytes.fromhex(spec.secret), spec.node,
                                      "supervisor", on_message=self._on_message,
-                                     on_lost=lambda: self.stop("lost contact with the driver"))
+                                     on_lost=lambda: self.stop("lost contact with the driver"),
+                                     tls=tlsmod.client(spec.tls_cert))
         env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         env.update(spec.env)
         env["TF_CONFIG"] = spec.tf_config

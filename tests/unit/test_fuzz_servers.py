@@ -16,6 +16,11 @@ survive any client.  Hypothesis drives hostile clients over real TCP sockets on
   node numbers (the MAC is checked first, so only these reach the parsers);
 * one to three of those at once, interleaved on concurrent connections.
 
+Each server is fuzzed twice: in clear, and with TLS (``encrypt``, see
+:mod:`sparktf.tls`), where every hostile client above speaks through a real TLS
+1.3 connection pinned to the cluster's certificate, and clients without TLS
+(random bytes, a sparktf handshake in clear, half a TLS record) join the mix.
+
 Properties checked after every example: the server drops each bad connection by
 itself (the client reads EOF or a reset within ``TIMEOUT``; for oversized
 prefixes the client keeps its side open, so a server waiting for the announced
@@ -48,6 +53,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from sparktf import tls
 from sparktf.control import ControlClient, ControlServer, cluster_status
 from sparktf.feed import arrowconv
 from sparktf.feed.receiver import FeedServer, Item
@@ -66,6 +72,8 @@ FUZZ = settings(max_examples=1000, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.filter_too_much])
 TINY_IPC = arrowconv.to_ipc(pa.RecordBatch.from_pydict({"x": [0]})).to_pybytes()
+#: The TLS targets' cluster certificate and key.
+IDENTITY = tls.new_identity()
 
 
 # -- observing the servers -----------------------------------------------------------------
@@ -143,11 +151,14 @@ class Tap:
 
 
 class Peer:
-    """A raw TCP client that speaks just as much of the protocol as it is told to."""
+    """A raw TCP client that speaks just as much of the protocol as it is told to
+    (through TLS when given the cluster's ``tls`` client)."""
 
-    def __init__(self, address: tuple[str, int]) -> None:
+    def __init__(self, address: tuple[str, int], tls_client=None) -> None:
         self.sock = socket.create_connection(address, timeout=TIMEOUT)
         self.port = self.sock.getsockname()[1]
+        if tls_client is not None:
+            self.sock = tls_client.wrap(self.sock)
         self.chan: Channel | None = None
         self.seq = 0
         self.sent: list[bytes] = []
@@ -204,6 +215,7 @@ class Scenario:
     warns: bool = True
     half_close: bool = True  # False: the server must drop us while we keep our side open
     detail: str = ""
+    plain: bool = False  # no TLS, even when the server speaks it
 
 
 def handshake(secret: bytes = SECRET) -> Step:
@@ -232,9 +244,11 @@ def parse(body: bytes):
 
 # -- the two servers -----------------------------------------------------------------------
 
-def capture_session(address: tuple, talk) -> tuple[bytes, list[bytes]]:
-    """The client's hello and later frames of a real session that ``talk(channel)`` holds."""
-    tap = Tap(socket.create_connection(address, timeout=TIMEOUT))
+def capture_session(address: tuple, talk, tls_client=None) -> tuple[bytes, list[bytes]]:
+    """The client's hello and later frames of a real session that ``talk(channel)`` holds
+    (what it sent inside TLS, for a TLS server)."""
+    sock = socket.create_connection(address, timeout=TIMEOUT)
+    tap = Tap(tls_client.wrap(sock) if tls_client else sock)
     talk(Channel.client(tap, SECRET))
     tap.shutdown(socket.SHUT_RDWR)
     tap.close()
@@ -249,10 +263,12 @@ class ControlTarget:
     hello = dumps({"type": "hello", "node": NUM_NODES - 1, "kind": "supervisor"})
     limits = ((MAX_FIRST_HEADER, 0), (MAX_HEADER, 0))  # before / after the first frame
 
-    def __init__(self) -> None:
+    def __init__(self, encrypt: bool) -> None:
+        self.tls = IDENTITY.client() if encrypt else None
         # One server takes every example, so a node may register many times.
         self.server = ControlServer(HOST, SECRET, NUM_NODES, allow_reconnect=True,
-                                    status=lambda: {"error": "", "terminated": []})
+                                    status=lambda: {"error": "", "terminated": []},
+                                    tls=IDENTITY.server() if encrypt else None)
         self.address = self.server.address
         self.tokens = itertools.count()
         self.captured = self.capture()
@@ -266,7 +282,7 @@ class ControlTarget:
             for msg in ({"type": "hello", "node": 0, "kind": "node"}, {"type": "ready"},
                         {"type": "finished"}):
                 chan.send(msg)
-        return capture_session(self.address, talk)
+        return capture_session(self.address, talk, self.tls)
 
     def accepts_hello(self, body: bytes) -> bool:
         """Whether the server takes ``body`` as the first frame (oracle)."""
@@ -294,7 +310,7 @@ class ControlTarget:
         node, kind = token % NUM_NODES, ("node", "supervisor")[token % 2]
         lost = threading.Event()
         client = ControlClient(self.address, SECRET, node, kind, on_message=lambda m: None,
-                               on_lost=lost.set)
+                               on_lost=lost.set, tls=self.tls)
         try:
             client.send({"type": "probe", "token": token})
             deadline = time.monotonic() + TIMEOUT
@@ -332,8 +348,10 @@ class FeedTarget:
                    "partitions": 1})
     limits = ((MAX_FIRST_HEADER, 0), (MAX_HEADER, DEFAULT_MAX_PAYLOAD))
 
-    def __init__(self) -> None:
-        self.server = FeedServer(HOST, SECRET, FakeControl())
+    def __init__(self, encrypt: bool) -> None:
+        self.tls = IDENTITY.client() if encrypt else None
+        self.server = FeedServer(HOST, SECRET, FakeControl(),
+                                 tls=IDENTITY.server() if encrypt else None)
         self.address = self.server.address
         self.tokens = itertools.count()
         self.captured = self.capture()
@@ -347,7 +365,7 @@ class FeedTarget:
             body, payload = self.message(0)
             assert chan.request(json.loads(body), payload)[0] == {"type": "ack"}
             chan.send({"type": "done"})
-        return capture_session(self.address, talk)
+        return capture_session(self.address, talk, self.tls)
 
     def accepts_hello(self, body: bytes) -> bool:
         try:
@@ -371,7 +389,7 @@ class FeedTarget:
         token = next(self.tokens)
         batch = pa.RecordBatch.from_pydict({"token": [token]})
         node = {"name": "fuzz:0", "node": 0, "feed": list(self.address),
-                "control": (HOST, 1)}
+                "control": (HOST, 1), "tls": IDENTITY.cert_pem if self.tls else None}
         assert feed_train(0, [batch], [node], SECRET, 0, 1, TIMEOUT, True) == {0: 1}
         while True:  # acknowledged, so it is queued: get() cannot block forever
             item = self.server.buffer.get()
@@ -384,9 +402,10 @@ class FeedTarget:
         self.server.buffer.close()
 
 
-@pytest.fixture(scope="module", params=["control", "feed"])
+@pytest.fixture(scope="module", params=["control", "feed", "control-tls", "feed-tls"])
 def target(request, logs):
-    server = ControlTarget() if request.param == "control" else FeedTarget()
+    kind, _, encrypt = request.param.partition("-")
+    server = (ControlTarget if kind == "control" else FeedTarget)(encrypt == "tls")
     yield server
     server.close()
     wait_threads_gone(server.all_threads)
@@ -433,6 +452,17 @@ def random_bytes() -> st.SearchStrategy[Scenario]:
                      st.binary(max_size=512).map(lambda b: MAGIC + b),
                      st.integers(0, len(hello) - 1).map(lambda n: hello[:n]))
     return data.map(lambda b: Scenario("random bytes", [send_raw(b)], detail=repr(b[:60])))
+
+
+def plain_tcp() -> st.SearchStrategy[Scenario]:
+    """A client without TLS on a TLS port: bytes, a sparktf handshake (and frames) in
+    clear, or the start of a TLS record that never ends."""
+    hello = MAGIC + bytes(NONCE_BYTES)
+    data = st.one_of(st.binary(max_size=512),
+                     st.binary(max_size=512).map(lambda b: hello + b),
+                     st.binary(max_size=64).map(lambda b: b"\x16\x03\x01\x02\x00" + b))
+    return data.map(lambda b: Scenario("plain TCP on a TLS port", [send_raw(b)], plain=True,
+                                       detail=repr(b[:60])))
 
 
 @st.composite
@@ -533,8 +563,9 @@ def garbage_message(draw, t) -> Scenario:
 
 
 def hostile(t) -> st.SearchStrategy[Scenario]:
-    return st.one_of(random_bytes(), truncated(t), wrong_secret(t), replayed(t), reordered(t),
-                     oversized(t), garbage_hello(t), garbage_message(t))
+    kinds = [random_bytes(), truncated(t), wrong_secret(t), replayed(t), reordered(t),
+             oversized(t), garbage_hello(t), garbage_message(t)]
+    return st.one_of(kinds + ([plain_tcp()] if t.tls else []))
 
 
 # -- running scenarios ---------------------------------------------------------------------
@@ -542,7 +573,7 @@ def run(t, scenarios: list[Scenario], logs: LogRecords) -> None:
     """Run ``scenarios`` on concurrent connections (steps interleaved) and check them."""
     logs.records.clear()
     with thread_errors() as errors:
-        peers = [Peer(t.address) for _ in scenarios]
+        peers = [Peer(t.address, None if s.plain else t.tls) for s in scenarios]
         try:
             for steps in itertools.zip_longest(*(s.steps for s in scenarios)):
                 for peer, step in zip(peers, steps):
@@ -639,7 +670,7 @@ def test_oversized_prefixes_allocate_nothing_big(target, logs):
     tracemalloc.start()
     try:
         for later, prefix in cases:
-            peer = Peer(target.address)
+            peer = Peer(target.address, target.tls)
             try:
                 peer.handshake()
                 if later:
