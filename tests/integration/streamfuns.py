@@ -35,7 +35,7 @@ def train_batches(args, ctx):
             continue
         ids = []
         while batch := feed.next_batch(args.get("batch_size", 50)):
-            ids += [int(r[1]) for r in batch]
+            ids += [int(r["id"] if isinstance(r, dict) else r[1]) for r in batch]
             rows += len(batch)
             if (args.get("fail_after") and ctx.attempt == 0 and ctx.rank == 0
                     and rows >= args["fail_after"]):

@@ -74,13 +74,13 @@ def test_dstream_training_every_row_once_and_request_stop(sc, tmp_path, no_lefto
     from pyspark.streaming import StreamingContext
     ssc = StreamingContext(sc, 0.5)
     rdds, total = queue_rdds(sc)
-    stream = ssc.queueStream(rdds, oneAtATime=True)
+    stream = ssc.queueStream(rdds, oneAtATime=True, default=sc.emptyRDD())
     cluster = start(sc, streamfuns.train_batches, tmp_path)
     assert cluster.train(stream) is None
     fed, done = [], threading.Event()
 
     def seen(rdd):  # runs after sparktf's feed of the same micro-batch
-        if not rdd.isEmpty():
+        if rdd.getNumPartitions():
             fed.append(1)
             if len(fed) == len(BATCHES):
                 done.set()
@@ -105,7 +105,7 @@ def test_dstream_stops_when_every_node_terminates(sc, tmp_path, no_leftovers):
     from pyspark.streaming import StreamingContext
     ssc = StreamingContext(sc, 0.5)
     rdds, _ = queue_rdds(sc)
-    stream = ssc.queueStream(rdds, oneAtATime=True)
+    stream = ssc.queueStream(rdds, oneAtATime=True, default=sc.emptyRDD())
     cluster = start(sc, streamfuns.count_and_stop, tmp_path, stop_after=20)
     cluster.train(stream)
     ssc.start()
@@ -118,13 +118,19 @@ def test_dstream_node_failure_restarts_and_the_stream_goes_on(sc, tmp_path, no_l
     from pyspark.streaming import StreamingContext
     ssc = StreamingContext(sc, 0.5)
     rdds, total = queue_rdds(sc)
-    stream = ssc.queueStream(rdds, oneAtATime=True)
+    stream = ssc.queueStream(rdds, oneAtATime=True, default=sc.emptyRDD())
     cluster = start(sc, streamfuns.train_batches, tmp_path, fail_after=60, batch_size=10,
                     max_restarts=1)
     cluster.train(stream)
     fed, done = [], threading.Event()
-    stream.foreachRDD(lambda rdd: not rdd.isEmpty() and (
-        fed.append(1), len(fed) == len(BATCHES) and done.set()))
+
+    def seen(rdd):
+        if rdd.getNumPartitions():
+            fed.append(1)
+            if len(fed) == len(BATCHES):
+                done.set()
+
+    stream.foreachRDD(seen)
     when(done, cluster.request_stop)
     ssc.start()
     cluster.shutdown(ssc)
@@ -138,7 +144,7 @@ def test_dstream_node_failure_raises_and_stops_the_stream(sc, tmp_path, no_lefto
     from pyspark.streaming import StreamingContext
     ssc = StreamingContext(sc, 0.5)
     rdds, _ = queue_rdds(sc)
-    stream = ssc.queueStream(rdds, oneAtATime=True)
+    stream = ssc.queueStream(rdds, oneAtATime=True, default=sc.emptyRDD())
     cluster = start(sc, streamfuns.train_batches, tmp_path, fail_after=60, batch_size=10)
     cluster.train(stream)
     ssc.start()
@@ -244,7 +250,8 @@ def test_structured_training_batch_ids_and_replay_skip(sc, tmp_path, no_leftover
     query = cluster.train(stream, checkpoint_location=ckpt, trigger={"availableNow": True})
     query.awaitTermination(120)
     # Lose the last commit: the next query replays micro-batch 1.
-    os.remove(os.path.join(ckpt, "commits", "1"))
+    for name in ("1", ".1.crc"):  # the commit and its checksum file
+        os.remove(os.path.join(ckpt, "commits", name))
     add_file(30, 150)
     query = cluster.train(stream, checkpoint_location=ckpt, trigger={"availableNow": True})
     query.awaitTermination(120)
@@ -300,7 +307,7 @@ def test_dstream_bad_row_fails_the_batch_naming_partition_and_row(sc, tmp_path, 
     ssc = StreamingContext(sc, 0.5)
     good = sc.parallelize([(np.zeros(2, "float32"), i) for i in range(10)], 2)
     bad = sc.parallelize([(np.zeros(2, "float32"), i) for i in range(6)] + [None], 2)
-    stream = ssc.queueStream([good, bad], oneAtATime=True)
+    stream = ssc.queueStream([good, bad], oneAtATime=True, default=sc.emptyRDD())
     cluster = start(sc, streamfuns.train_batches, tmp_path)
     cluster.train(stream)
     ssc.start()
