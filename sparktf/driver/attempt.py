@@ -33,7 +33,7 @@ from ..errors import ProtocolError, ReservationTimeout, SparkTFError
 from ..node import launcher, procs
 from ..roles import TRAINING_JOBS, Role
 from .sparkjobs import Spark
-from .state import LOST_GRACE, NodeState, NodeStatus, transition
+from .state import LOST_GRACE, NodeState, not_started, transition
 
 logger = logging.getLogger(__name__)
 
@@ -150,18 +150,12 @@ class Attempt:
 
     def _wait_running(self, deadline: float, timeout: float) -> None:
         tb = self.config.tensorboard_node
-
-        def started() -> bool:
-            return all(n.status not in (NodeStatus.PENDING, NodeStatus.STARTED)
-                       for n in self.nodes) and (tb is None or self.tensorboard_url is not None)
-
         with self._cond:
-            self._cond.wait_for(lambda: self.error is not None or started(),
-                                timeout=max(0.0, deadline - time.monotonic()))
-            waiting = [n for n in self.nodes
-                       if n.status in (NodeStatus.PENDING, NodeStatus.STARTED)]
-            if not waiting and tb is not None and self.tensorboard_url is None:
-                waiting = [self.nodes[tb]]  # its TensorBoard never came up
+            self._cond.wait_for(
+                lambda: self.error is not None or not not_started(self.nodes, tb,
+                                                                  self.tensorboard_url),
+                timeout=max(0.0, deadline - time.monotonic()))
+            waiting = not_started(self.nodes, tb, self.tensorboard_url)
         if self.error is None and waiting:
             self.fail(ReservationTimeout(
                 f"{len(waiting)} of {len(self.nodes)} TF nodes did not start within "

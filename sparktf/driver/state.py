@@ -152,3 +152,15 @@ def _failed(n: NodeState, what: str, traceback: str = "") -> Outcome:
         detail += ("\n" if detail else "") + "last lines of the node's log:\n" + n.log_tail
     error = NodeError(f"TF node {n.describe()} failed: {what}", n.role.name, detail)
     return Outcome(n, failure=error, log=f"failed: {what}")
+
+
+def not_started(nodes: list[NodeState], tensorboard_node: int | None,
+                tensorboard_url: str | None) -> list[NodeState]:
+    """The nodes ``run()`` still waits for: not yet running ``map_fun``, or the node whose
+    TensorBoard has not reported its URL while that node is still alive (a node that
+    already ended will not start TensorBoard any more: waiting for it would hang)."""
+    waiting = [n for n in nodes if n.status in (NodeStatus.PENDING, NodeStatus.STARTED)]
+    if (not waiting and tensorboard_node is not None and tensorboard_url is None
+            and not nodes[tensorboard_node].done):
+        waiting = [nodes[tensorboard_node]]
+    return waiting

@@ -3,7 +3,8 @@
 import pytest
 
 from sparktf import protocol as p
-from sparktf.driver.state import NodeState, NodeStatus, exit_description, transition
+from sparktf.driver.state import (NodeState, NodeStatus, exit_description, not_started,
+                                  transition)
 from sparktf.errors import NodeError
 from sparktf.roles import Role
 
@@ -101,3 +102,21 @@ def test_states_record_where_and_when():
                                         (-6, "process killed by signal 6")])
 def test_exit_description(code, text):
     assert exit_description(code) == text
+
+
+def node(i, status):
+    return NodeState(i, Role("worker", i), status=status)
+
+
+@pytest.mark.parametrize("statuses, tb, url, waiting", [
+    (["running", "running"], None, None, []),
+    (["running", "started"], None, None, [1]),
+    (["pending", "running"], 0, "http://h:1", [0]),
+    (["running", "running"], 0, None, [0]),          # its TensorBoard has not come up yet
+    (["running", "running"], 0, "http://h:1", []),
+    (["finished", "running"], 0, None, []),          # ended first: TensorBoard will not come
+    (["failed", "running"], 0, None, []),
+])
+def test_what_run_still_waits_for(statuses, tb, url, waiting):
+    nodes = [node(i, NodeStatus(s)) for i, s in enumerate(statuses)]
+    assert [n.node for n in not_started(nodes, tb, url)] == waiting
