@@ -20,13 +20,14 @@ purpose: living as long as the worker process is what it is for.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import os
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from sparktf import checkpoint
+from sparktf import checkpoint, gpus
 from sparktf.errors import ModelLoadError
 from sparktf.serving.signature import VERSION_FILES, Signature, export_version
 
@@ -89,6 +90,21 @@ def _capacity() -> int:
 
 
 
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """``env`` in ``os.environ`` for the duration (the worker process outlives the task)."""
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def task_device(gpu_addresses: list[str], visible_gpus: int,
                 cuda_visible_devices: str | None) -> str:
     """The TensorFlow device for a task given its Spark GPU addresses (pure logic).
@@ -118,16 +134,16 @@ def task_resources() -> tuple[int, list[str]]:
     ctx = TaskContext.get()
     if ctx is None:
         return 1, []
-    gpu = ctx.resources().get("gpu")
-    return max(1, int(ctx.cpus() or 1)), list(gpu.addresses) if gpu is not None else []
+    return max(1, int(ctx.cpus() or 1)), gpus.spark_gpus(ctx.resources()) or []
 
 
 def current_device() -> str:
-    """Configure TensorFlow for this task (threads, GPU memory) and return its device."""
-    cpus, gpus = task_resources()
-    tf = _tensorflow(cpus)
-    visible = len(tf.config.list_physical_devices("GPU")) if gpus else 0
-    return task_device(gpus, visible, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    """This task's TensorFlow device (TensorFlow is imported only when Spark gave it a GPU)."""
+    cpus, addresses = task_resources()
+    if not addresses:
+        return "/CPU:0"
+    visible = len(_tensorflow(cpus).config.list_physical_devices("GPU"))
+    return task_device(addresses, visible, os.environ.get("CUDA_VISIBLE_DEVICES"))
 
 
 def _tensorflow(cpus: int):
@@ -155,7 +171,6 @@ def load_model(signature: Signature, device: str) -> LoadedModel:
     :class:`ModelLoadError` naming the URL and the reason.
     """
     url = signature.url
-    tf = _tensorflow(task_resources()[0])
     try:
         with checkpoint.local_copy(url) as path:
             contents = {}
@@ -170,6 +185,7 @@ def load_model(signature: Signature, device: str) -> LoadedModel:
                     f"the model at {url} changed after the prediction function was created "
                     f"(version {signature.version}, now {found}): create it again to use the "
                     "new export")
+            tf = _tensorflow(task_resources()[0])
             with tf.device(device):
                 owner = tf.saved_model.load(path, tags=list(signature.tags))
             fn = owner.signatures[signature.key]

@@ -51,6 +51,7 @@ class _Plan:
     outputs: tuple[str, ...]        # signature outputs, in result order
     output_columns: tuple[str, ...]
     batch_size: int
+    env: dict[str, str] | None = dataclasses.field(default=None, repr=False)
 
 
 class PredictUDF:
@@ -62,11 +63,13 @@ class PredictUDF:
     """
 
     def __init__(self, signature: Signature, input_mapping: dict[str, str],
-                 output_mapping: dict[str, str], batch_size: int) -> None:
+                 output_mapping: dict[str, str], batch_size: int,
+                 env: dict[str, str] | None = None) -> None:
         self.signature = signature
         self.input_mapping = dict(input_mapping)
         self.output_mapping = dict(output_mapping)
         self.batch_size = batch_size
+        self._env = dict(env) if env else None
 
     @property
     def output_columns(self) -> list[str]:
@@ -101,7 +104,8 @@ class PredictUDF:
                 f"({', '.join(f'{c} -> {i}' for c, i in self.input_mapping.items())}); "
                 f"got {len(cols)}")
         plan = _Plan(self.signature, tuple(names), tuple(self.input_mapping.values()),
-                     tuple(self.output_mapping), tuple(self.output_columns), self.batch_size)
+                     tuple(self.output_mapping), tuple(self.output_columns), self.batch_size,
+                     self._env)
         fn = functools.partial(_predict_batches, plan)
         with warnings.catch_warnings():     # "prefer type hints": a partial has none
             warnings.simplefilter("ignore", UserWarning)
@@ -137,7 +141,8 @@ class PredictUDF:
 def predict_udf(model_url: str, *, input_mapping: dict[str, str] | None = None,
                 output_mapping: dict[str, str] | None = None,
                 signature_def_key: str | None = None, tag_set: str | None = None,
-                batch_size: int = DEFAULT_BATCH_SIZE, version: int | None = None) -> PredictUDF:
+                batch_size: int = DEFAULT_BATCH_SIZE, version: int | None = None,
+                env: dict[str, str] | None = None) -> PredictUDF:
     """A :class:`PredictUDF` running the SavedModel at ``model_url`` (any :mod:`sparktf.fs` URL).
 
     ``model_url`` is an export (Keras 3 ``model.export``, tf-keras
@@ -147,7 +152,10 @@ def predict_udf(model_url: str, *, input_mapping: dict[str, str] | None = None,
     the input; ``output_mapping`` (signature output -> column) to every
     output under its own name.  ``signature_def_key`` defaults to
     ``serving_default``, ``tag_set`` (comma-separated) to ``serve``;
-    ``batch_size`` bounds the rows per model call.
+    ``batch_size`` bounds the rows per model call.  ``env`` holds variables
+    the executors set while they read the export (e.g. ``AWS_*`` for S3, when
+    ``spark.executorEnv`` does not give them); it travels in the tasks and is
+    never logged.
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
@@ -171,7 +179,7 @@ def predict_udf(model_url: str, *, input_mapping: dict[str, str] | None = None,
                                 f"{_describe(signature.outputs)}")
     logger.info("predicting with %s version %s: %s -> %s", signature.url, signature.version,
                 inputs, outputs)
-    return PredictUDF(signature, inputs, outputs, batch_size)
+    return PredictUDF(signature, inputs, outputs, batch_size, env)
 
 
 def _describe(specs: dict[str, TensorSpec]) -> str:
@@ -199,7 +207,8 @@ def _predict_batches(plan: _Plan, batches: Iterator) -> Iterator[pa.Array]:
                 for array, column, name in zip(arrays, plan.columns, plan.inputs)}
         first_row += rows
         if rows and model is None:
-            model = cache.CACHE.get(plan.signature, cache.current_device())
+            with cache.environment(plan.env or {}):
+                model = cache.CACHE.get(plan.signature, cache.current_device())
         yield _run(model, plan, feed, rows)
 
 

@@ -1,0 +1,271 @@
+"""Spark ML pipeline stages with TensorFlowOnSpark's API: ``TFModel`` (and its params).
+
+``TFModel(tf_args)`` is a Spark ML ``Model`` over an exported SavedModel
+(``export_dir``, any :mod:`sparktf.fs` URL): ``transform(df)`` appends the
+columns of ``output_mapping`` computed by :func:`sparktf.predict_udf`, so
+each Python worker loads the model once, columns reach the model as numpy
+without a Python step per row, and streaming DataFrames work too.
+
+As in TensorFlowOnSpark, settings live twice: in ``tf_args`` (a dict, an
+argparse Namespace or an argv list, for the user's TensorFlow code) and as
+Spark ML params (``setBatchSize(...)``); :meth:`TFParams.merge_args_params`
+gives one :class:`Namespace` with the params laid over the args.  Beyond
+TensorFlowOnSpark, the stages are ML-persistable: ``model.save(path)`` /
+``TFModel.load(path)``, also inside a ``Pipeline``; ``tf_args`` are stored
+with the params as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import os
+from typing import Any
+
+from pyspark.ml.param.shared import Param, Params, TypeConverters
+from pyspark.ml.pipeline import Model
+from pyspark.ml.util import (DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader,
+                             MLWritable, MLWriter)
+
+from sparktf import fs
+from sparktf.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+class TFTypeConverters:
+    """Type converter for dict-valued params (Spark ML has none)."""
+
+    @staticmethod
+    def toDict(value: Any) -> dict:  # noqa: N802 (TensorFlowOnSpark's name)
+        if isinstance(value, dict):
+            return value
+        raise TypeError(f"Could not convert {value!r} to a dict")
+
+
+def _mixin(class_name: str, *params: tuple[str, str, Any, str]) -> type:
+    """A ``Params`` mix-in class with one ``Param`` and a ``setX``/``getX`` pair per entry.
+
+    Each entry is ``(name, doc, type converter, X)``; TensorFlowOnSpark spells
+    these classes out one by one (``HasBatchSize`` ... ``HasTagSet``).
+    """
+    namespace: dict[str, Any] = {"__module__": __name__,
+                                 "__doc__": "Params: " + ", ".join(p[0] for p in params)}
+    for name, doc, converter, suffix in params:
+        namespace[name] = Param(Params._dummy(), name, doc, typeConverter=converter)
+        namespace["set" + suffix] = (lambda n: lambda self, value: self._set(**{n: value}))(name)
+        namespace["get" + suffix] = (lambda n: lambda self: self.getOrDefault(n))(name)
+    return type(class_name, (Params,), namespace)
+
+
+_int, _str, _bool = TypeConverters.toInt, TypeConverters.toString, TypeConverters.toBoolean
+HasBatchSize = _mixin("HasBatchSize", ("batch_size", "Number of records per batch", _int,
+                                       "BatchSize"))
+HasClusterSize = _mixin("HasClusterSize", ("cluster_size", "Number of nodes in the cluster",
+                                           _int, "ClusterSize"))
+HasEpochs = _mixin("HasEpochs", ("epochs", "Number of epochs to train", _int, "Epochs"))
+HasFeedTimeout = _mixin("HasFeedTimeout", (
+    "feed_timeout", "Seconds a training node may take no data before the feed fails", _int,
+    "FeedTimeout"))
+HasGraceSecs = _mixin("HasGraceSecs", (
+    "grace_secs", "Seconds to wait after feeding data (for final tasks like exporting a "
+    "saved_model)", _int, "GraceSecs"))
+HasInputMapping = _mixin("HasInputMapping", (
+    "input_mapping", "Mapping of input DataFrame column to input tensor",
+    TFTypeConverters.toDict, "InputMapping"))
+HasInputMode = _mixin("HasInputMode", (
+    "input_mode", "Input data feeding mode (1=SPARK; the only mode of a DataFrame estimator)",
+    _int, "InputMode"))
+HasMasterNode = _mixin("HasMasterNode", ("master_node", "Job name of master/chief worker node",
+                                         _str, "MasterNode"))
+HasModelDir = _mixin("HasModelDir", ("model_dir", "Path to save/load model checkpoints", _str,
+                                     "ModelDir"))
+HasNumPS = _mixin("HasNumPS", ("num_ps", "Number of PS nodes in cluster", _int, "NumPS"),
+                  ("driver_ps_nodes", "Run PS nodes on driver locally", _bool, "DriverPSNodes"))
+HasOutputMapping = _mixin("HasOutputMapping", (
+    "output_mapping", "Mapping of output tensor to output DataFrame column",
+    TFTypeConverters.toDict, "OutputMapping"))
+HasProtocol = _mixin("HasProtocol", ("protocol", "Network protocol for Tensorflow (grpc|rdma)",
+                                     _str, "Protocol"))
+HasReaders = _mixin("HasReaders", ("readers", "number of reader/enqueue threads", _int,
+                                   "Readers"))
+HasSteps = _mixin("HasSteps", ("steps", "Maximum number of steps to train", _int, "Steps"))
+HasTensorboard = _mixin("HasTensorboard", ("tensorboard", "Launch tensorboard process", _bool,
+                                           "Tensorboard"))
+HasTFRecordDir = _mixin("HasTFRecordDir", (
+    "tfrecord_dir", "Path to temporarily export a DataFrame as TFRecords (for "
+    "InputMode.TENSORFLOW apps)", _str, "TFRecordDir"))
+HasExportDir = _mixin("HasExportDir", ("export_dir", "Directory to export saved_model", _str,
+                                       "ExportDir"))
+HasSignatureDefKey = _mixin("HasSignatureDefKey", (
+    "signature_def_key", "Identifier for a specific saved_model signature", _str,
+    "SignatureDefKey"))
+HasTagSet = _mixin("HasTagSet", (
+    "tag_set", "Comma-delimited list of tags identifying a saved_model metagraph", _str,
+    "TagSet"))
+
+
+class Namespace:
+    """A dict, argparse Namespace, :class:`Namespace` or argv list as attributes (TFoS' class).
+
+    An argv list is kept as ``argv`` (and iterating yields its items);
+    otherwise the keys become attributes and iterating yields the keys.
+    """
+
+    argv = None
+
+    def __init__(self, d: Any) -> None:
+        if isinstance(d, list):
+            self.argv = d
+        elif isinstance(d, dict):
+            self.__dict__.update(d)
+        elif isinstance(d, (argparse.Namespace, Namespace)):
+            self.__dict__.update(vars(d))
+        elif d is None:
+            pass
+        else:
+            raise ConfigError(f"unsupported tf_args {d!r}: give a dict, an argparse.Namespace "
+                              "or an argv list")
+
+    def __iter__(self):
+        return iter(self.argv if self.argv else list(self.__dict__))
+
+    def __repr__(self) -> str:
+        if self.argv:
+            return repr(self.argv)
+        items = ", ".join(f"{k}={self.__dict__[k]!r}" for k in sorted(self.__dict__))
+        return f"{type(self).__name__}({items})"
+
+    def __eq__(self, other: object) -> bool:
+        if self.argv:
+            return self.argv == other
+        return isinstance(other, (Namespace, argparse.Namespace)) and vars(self) == vars(other)
+
+
+class TFParams(Params):
+    """Mix-in holding namespace-style ``args`` to merge with Spark ML params."""
+
+    args: Any = None
+
+    def merge_args_params(self) -> Namespace:
+        """A copy of ``args`` with every param's value (set or default) laid over it."""
+        local_args = copy.copy(self.args)
+        args_dict = vars(local_args)
+        for p in self.params:
+            args_dict[p.name] = self.getOrDefault(p.name)
+        return local_args
+
+
+# ----------------------------------------------------------------------------- persistence
+
+
+def _args_to_json(args: Any) -> Any:
+    """``args`` as JSON-able data: a list for argv, else a dict; unstorable values raise."""
+    if args is None:
+        return None
+    data = list(args.argv) if getattr(args, "argv", None) else dict(vars(args))
+    try:
+        json.dumps(data)
+    except TypeError:
+        bad = [k for k, v in (data.items() if isinstance(data, dict) else enumerate(data))
+               if not _jsonable(v)]
+        raise ConfigError(f"cannot save tf_args: {bad} hold values JSON cannot store; keep "
+                          "only strings, numbers, booleans, lists and dicts in tf_args") from None
+    return data
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False
+
+
+class _TFWriter(MLWriter):
+    """Writes a stage's params and ``tf_args`` as Spark ML metadata (JSON)."""
+
+    def __init__(self, instance: TFParams) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def saveImpl(self, path: str) -> None:  # noqa: N802 (Spark's name)
+        DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession,
+                                         extraMetadata={"tf_args":
+                                                        _args_to_json(self.instance.args)})
+
+
+class _TFReader(MLReader):
+    """Reads what :class:`_TFWriter` wrote into a new instance of ``cls``."""
+
+    def __init__(self, cls: type) -> None:
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path: str) -> Any:
+        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession)
+        instance = self.cls._from_metadata(metadata)
+        instance._resetUid(metadata["uid"])
+        DefaultParamsReader.getAndSetParams(instance, metadata)
+        return instance
+
+
+class _Persistable(MLWritable, MLReadable):
+    def write(self) -> MLWriter:
+        return _TFWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader:
+        return _TFReader(cls)
+
+    @classmethod
+    def _from_metadata(cls, metadata: dict) -> Any:
+        return cls(metadata.get("tf_args") or {})
+
+
+# ----------------------------------------------------------------------------- TFModel
+
+
+class TFModel(Model, TFParams, HasInputMapping, HasOutputMapping, HasBatchSize, HasModelDir,
+              HasExportDir, HasSignatureDefKey, HasTagSet, _Persistable):
+    """A Spark ML Model running an exported SavedModel (``export_dir``) on DataFrame columns.
+
+    ``transform(df)`` returns ``df`` with one column per ``output_mapping``
+    entry (signature output -> column), fed from the columns of
+    ``input_mapping`` (column -> signature input), ``batch_size`` rows per
+    model call.  Each Python worker loads the export once and reuses it across
+    tasks (see :mod:`sparktf.serving`).  ``export_dir`` may be any URL
+    :mod:`sparktf.fs` reads; a plain relative path is taken from the driver's
+    working directory.  ``env``: variables the executors set while they read
+    the export (e.g. ``AWS_*`` for S3 when ``spark.executorEnv`` lacks them);
+    never saved with the model nor logged.
+    """
+
+    def __init__(self, tf_args: Any = None, env: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.args = Namespace(tf_args)
+        self.env = dict(env) if env else None
+        self._setDefault(input_mapping={}, output_mapping={}, batch_size=100, model_dir=None,
+                         export_dir=None, signature_def_key="serving_default", tag_set="serve")
+
+    def predictor(self):
+        """The :class:`sparktf.PredictUDF` that :meth:`transform` uses (reads the signature)."""
+        from sparktf.serving import predict_udf
+
+        args = self.merge_args_params()
+        export_dir = args.export_dir
+        if not export_dir:
+            raise ConfigError("TFModel needs export_dir: the SavedModel to run (setExportDir); "
+                              "a model_dir of checkpoints cannot be served")
+        if fs.is_local(export_dir) and not export_dir.startswith("file://"):
+            export_dir = os.path.abspath(export_dir)
+        logger.info("TFModel args + params: %s", args)
+        return predict_udf(export_dir, input_mapping=args.input_mapping or None,
+                           output_mapping=args.output_mapping or None,
+                           signature_def_key=args.signature_def_key, tag_set=args.tag_set,
+                           batch_size=args.batch_size, env=self.env)
+
+    def _transform(self, dataset):
+        return self.predictor().transform(dataset)
