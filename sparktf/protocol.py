@@ -204,7 +204,10 @@ class Ready(Message):
 
 @dataclass(frozen=True)
 class Finished(Message):
+    """``map_fun`` returned; ``unread``: fed rows it left in its buffer (SPARK mode)."""
+
     TYPE: ClassVar[str] = "finished"
+    unread: int = 0
 
 
 @dataclass(frozen=True)
@@ -242,18 +245,6 @@ class EndFeed(Message):
     TYPE: ClassVar[str] = "end_feed"
 
 
-# Made on the driver itself, never received.
-@dataclass(frozen=True)
-class Disconnected(Message):
-    """A node's (``kind="node"``) or supervisor's connection ended."""
-
-    TYPE: ClassVar[str] = "disconnected"
-    kind: str
-
-
-@dataclass(frozen=True)
-class Silent(Message):
-    """The node's connection ended a while ago and no exit report followed."""
 # ``python -m sparktf stop`` -> the driver's stop server (:mod:`sparktf.stop`),
 # authenticated with the stop token of the driver's private stop file.
 @dataclass(frozen=True)
@@ -271,6 +262,18 @@ class StopReply(Message):
     detail: str = ""
 
 
+# Made on the driver itself, never received.
+@dataclass(frozen=True)
+class Disconnected(Message):
+    """A node's (``kind="node"``) or supervisor's connection ended."""
+
+    TYPE: ClassVar[str] = "disconnected"
+    kind: str
+
+
+@dataclass(frozen=True)
+class Silent(Message):
+    """The node's connection ended a while ago and no exit report followed."""
 
     TYPE: ClassVar[str] = "silent"
 

@@ -22,6 +22,7 @@ import heapq
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -59,6 +60,16 @@ class ClusterConfig:
     keep_node_dirs: bool
     tls: Any = None  # a sparktf.tls.Identity when the cluster encrypts its channels
     num_gpus: int | None = None  # GPUs (sparktf.gpus): run(num_gpus=...)
+
+
+def task_error(text: str) -> str:
+    """The sparktf error a barrier task raised (e.g. a GpuError), from Spark's job failure text.
+
+    Spark wraps it in a Java exception whose first line says nothing; the task's Python
+    traceback inside ends with ``sparktf.errors.<Name>: <message>``.
+    """
+    found = re.findall(r"^(?:sparktf\.errors\.)(\w+Error|\w+Timeout): (.+)$", text, re.M)
+    return f"{found[-1][0]}: {found[-1][1]}" if found else ""
 
 
 class Attempt:
@@ -135,7 +146,8 @@ class Attempt:
                               lambda: spark.job_scope(self.tag, f"{self.label}: {num_tasks} TF "
                                                       "nodes", self.tag))
         except Exception as e:  # reported through the monitor
-            error = str(e).strip().splitlines()[0] if str(e).strip() else repr(e)
+            error = task_error(str(e)) or (str(e).strip().splitlines()[0] if str(e).strip()
+                                           else repr(e))
         self.control.events.put((-1, "job", {"error": error}))
 
     def _start_driver_ps(self, plan: protocol.LaunchPlan, socks: list, deadline: float) -> None:
@@ -227,6 +239,11 @@ class Attempt:
         else:
             if isinstance(msg, protocol.Started) and self._cluster_spec is None:
                 self._cluster_spec = msg.cluster_spec
+            if isinstance(msg, protocol.Finished) and msg.unread:
+                logger.warning("sparktf node %s: map_fun returned with %d fed rows unread (they "
+                               "were delivered to it, not trained on); read the DataFeed until "
+                               "should_stop(), or call terminate() to stop the feed",
+                               self.nodes[node].describe(), msg.unread)
             outcome = transition(self.nodes[node], msg, stopping=self._stopping,
                                  now=time.monotonic())
             self.nodes[node] = outcome.state

@@ -168,14 +168,13 @@ class Feeder:
             sent: collections.deque = collections.deque()
 
             def remember(it: Iterator) -> Iterator:
-                for batch in it:
-                    if batch.num_rows:
-                        sent.append(batch)
-                        yield batch
+                for batch in sender.chunks(it, partition, arrow=True):
+                    sent.append(batch)
+                    yield batch
 
             for result in sender.feed_inference(partition, remember(batches),
                                                 targets[partition % len(targets)], secret,
-                                                feed_timeout, arrow=True):
+                                                feed_timeout, arrow=True, chunked=True):
                 yield arrowconv.with_results(sent.popleft(), keep, result, arrow_out, partition)
 
         return df.mapInArrow(infer, out)

@@ -172,12 +172,20 @@ class RowEncoder:
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def encode_rows(rows: Iterable[Any], partition: int, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """Record batches of at most ``batch_rows`` rows from an iterable of rows."""
+def encode_rows(rows: Iterable[Any], partition: int, batch_rows: int,
+                max_bytes: int | None = None) -> Iterator[pa.RecordBatch]:
+    """Record batches of at most ``batch_rows`` rows, and about ``max_bytes`` bytes.
+
+    The row size is learnt from the first row, so a partition of 400 KB rows is
+    cut into batches of a few rows, not of ``batch_rows`` rows.
+    """
     enc = RowEncoder(partition)
     chunk: list[Any] = []
     index = 0
     for row in rows:
+        if index == 0 and not chunk and max_bytes:
+            row_bytes = max(1, enc.encode([row], 0).nbytes)
+            batch_rows = max(1, min(batch_rows, max_bytes // row_bytes))
         chunk.append(row)
         if len(chunk) >= batch_rows:
             yield enc.encode(chunk, index)
@@ -185,6 +193,16 @@ def encode_rows(rows: Iterable[Any], partition: int, batch_rows: int) -> Iterato
             chunk = []
     if chunk:
         yield enc.encode(chunk, index)
+
+
+def split_by_bytes(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordBatch]:
+    """``batch`` as zero-copy slices of about ``max_bytes`` bytes each (at least one row)."""
+    if batch.nbytes <= max_bytes or batch.num_rows <= 1:
+        yield batch
+        return
+    rows = max(1, batch.num_rows * max_bytes // batch.nbytes)
+    for start in range(0, batch.num_rows, rows):
+        yield batch.slice(start, rows)
 
 
 def column_to_numpy(batch: pa.RecordBatch, i: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -31,6 +32,14 @@ from . import arrowconv
 logger = logging.getLogger(__name__)
 
 DEFAULT_CAPACITY = 8
+#: Bytes of fed data a node buffers, at most (one batch is always let in); the node's
+#: ``SPARKTF_FEED_BUFFER_MB`` (``TFCluster.run(env=...)``) changes it.
+DEFAULT_CAPACITY_BYTES = 256 << 20
+
+
+def capacity_bytes() -> int:
+    return int(float(os.environ.get("SPARKTF_FEED_BUFFER_MB", DEFAULT_CAPACITY_BYTES >> 20))
+               * (1 << 20))
 
 
 @dataclass
@@ -78,25 +87,34 @@ class Item:
 
 
 class BoundedBuffer:
-    """A FIFO of at most ``capacity`` data items; markers never block.
+    """A FIFO of at most ``capacity`` data items and ``max_bytes`` bytes; markers never block.
 
-    ``close`` wakes every waiting producer (they then see ``closed``).
+    One item is always let into an empty buffer, however large.  ``close``
+    wakes every waiting producer (they then see ``closed``).
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_bytes: int | None = None) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
         self._items: collections.deque = collections.deque()
         self._data = 0
+        self.bytes = 0
         self._cond = threading.Condition()
         self.closed = False
+
+    def _room(self, size: int) -> bool:
+        return self._data < self.capacity and (
+            self._data == 0 or self.max_bytes is None or self.bytes + size <= self.max_bytes)
 
     def put(self, item: Any) -> bool:
         with self._cond:
             if isinstance(item, Item):
-                self._cond.wait_for(lambda: self.closed or self._data < self.capacity)
+                size = item.batch.nbytes
+                self._cond.wait_for(lambda: self.closed or self._room(size))
                 if self.closed:
                     return False
                 self._data += 1
+                self.bytes += size
             self._items.append(item)
             self._cond.notify_all()
             return True
@@ -107,6 +125,7 @@ class BoundedBuffer:
             item = self._items.popleft()
             if isinstance(item, Item):
                 self._data -= 1
+                self.bytes -= item.batch.nbytes
             self._cond.notify_all()
             return item
 
@@ -124,6 +143,11 @@ class BoundedBuffer:
     def __len__(self) -> int:
         return self._data
 
+    def unread_rows(self) -> int:
+        """Rows of the data items still queued."""
+        with self._cond:
+            return sum(i.batch.num_rows for i in self._items if isinstance(i, Item))
+
 
 class FeedServer:
     """The node's feed endpoint; ``ctx.mgr`` in SPARK mode."""
@@ -133,7 +157,7 @@ class FeedServer:
         self._secret = secret
         self._tls = tls  # a sparktf.tls.ServerTLS: every connection in TLS
         self._control = control
-        self.buffer = BoundedBuffer(capacity)
+        self.buffer = BoundedBuffer(capacity, capacity_bytes())
         self.terminated = threading.Event()
         self._epoch = -1
         self._lock = threading.Lock()
@@ -172,9 +196,10 @@ class FeedServer:
             self.buffer.close()
             self._control.send(protocol.Terminated().to_dict())
 
-    def finish(self) -> None:
-        """map_fun returned: nothing more will be consumed."""
+    def finish(self) -> int:
+        """map_fun returned: nothing more will be consumed; return the rows left unread."""
         self.buffer.close()
+        return self.buffer.unread_rows()
 
     def close(self) -> None:
         """Stop accepting feed connections."""

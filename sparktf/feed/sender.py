@@ -13,6 +13,7 @@ carries its results, so results come back in input order.
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import Any, Iterable, Iterator
 
@@ -24,8 +25,17 @@ from ..control import cluster_status
 from ..wire import connect
 from . import arrowconv
 
-#: Rows per Arrow chunk read from an RDD partition.
+#: Rows per Arrow chunk read from an RDD partition, at most.
 CHUNK_ROWS = 4096
+#: Bytes per Arrow chunk, about (rows of 400 KB go a few at a time, not 4,096 at once);
+#: ``SPARKTF_FEED_CHUNK_MB`` in the feeding tasks' environment changes it.
+CHUNK_BYTES = 4 << 20
+
+
+def chunk_bytes() -> int:
+    """The chunk size in bytes for this feeding task."""
+    return int(float(os.environ.get("SPARKTF_FEED_CHUNK_MB", CHUNK_BYTES / (1 << 20)))
+               * (1 << 20))
 
 
 class NodeLink:
@@ -104,10 +114,12 @@ def _split(batch: pa.RecordBatch, k: int, start: int) -> list[pa.RecordBatch]:
     return out
 
 
-def _batches(data: Iterable[Any], partition: int, arrow: bool) -> Iterator[pa.RecordBatch]:
+def chunks(data: Iterable[Any], partition: int, arrow: bool) -> Iterator[pa.RecordBatch]:
+    """The Arrow chunks a partition is sent as: rows encoded, or record batches sliced."""
+    limit = chunk_bytes()
     if arrow:
-        return (b for b in data if b.num_rows)
-    return arrowconv.encode_rows(data, partition, CHUNK_ROWS)
+        return (piece for b in data if b.num_rows for piece in arrowconv.split_by_bytes(b, limit))
+    return arrowconv.encode_rows(data, partition, CHUNK_ROWS, limit)
 
 
 def feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: bytes,
@@ -123,7 +135,7 @@ def feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: b
     links = [NodeLink(n, secret, hello, feed_timeout) for n in nodes]
     try:
         rotate = partition % len(links)
-        for batch in _batches(data, partition, arrow):
+        for batch in chunks(data, partition, arrow):
             live = [link for link in links if not link.terminated]
             if not live:
                 break
@@ -145,15 +157,19 @@ def feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: b
 
 
 def feed_inference(partition: int, data: Iterable[Any], node: dict, secret: bytes,
-                   feed_timeout: float, arrow: bool) -> Iterator[pa.RecordBatch]:
-    """Feed one partition to one node; yield the result batches in input order."""
+                   feed_timeout: float, arrow: bool,
+                   chunked: bool = False) -> Iterator[pa.RecordBatch]:
+    """Feed one partition to one node; yield the result batches in input order.
+
+    ``chunked``: ``data`` are already the chunks to send (see :func:`chunks`).
+    """
     hello = {"type": "hello", "mode": "inference", "partition": partition}
     link = NodeLink(node, secret, hello, feed_timeout)
     try:
         if link.terminated:
             raise FeedError(f"TF node {link.name} called terminate() and takes no inference "
                             f"data (partition {partition})")
-        for batch in _batches(data, partition, arrow):
+        for batch in (data if chunked else chunks(data, partition, arrow)):
             link.send(batch)
             msg, payload = link.receive(partition)
             if msg.get("type") != "results":

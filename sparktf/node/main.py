@@ -97,10 +97,9 @@ def run(spec_path: str) -> int:
         protocol.write_private(spec.failure_path, json.dumps(
             {"error": f"{type(e).__name__}: {e}", "traceback": tb}).encode())
         return code
-    if mgr is not None:
-        mgr.finish()
+    unread = mgr.finish() if mgr is not None else 0
     logger.info("node %s: map_fun returned", spec.name)
-    control.send(protocol.Finished().to_dict())
+    control.send(protocol.Finished(unread=unread).to_dict())
     return 0
 
 

@@ -146,6 +146,25 @@ def slow_reader_memory(args, ctx):
     _write(args, ctx, "mem", {"rows": rows, "growth_mb": (peak - base) / 1024})
 
 
+def stall_then_read(args, ctx):
+    """Take one row, read nothing for a while (the feeders fill what the node buffers),
+    record how much the node's peak memory grew, then read the rest."""
+    import resource
+    import time as t
+    feed = ctx.get_data_feed()
+    feed.next_batch(1)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t.sleep(args["stall"])
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rows = 1
+    while not feed.should_stop():
+        batch = feed.next_batch(64)
+        if not batch:
+            break
+        rows += len(batch)
+    _write(args, ctx, "stall", {"rows": rows, "growth_mb": (peak - base) / 1024})
+
+
 def check_release_port(args, ctx):
     import socket
     bound = ctx.tmp_socket is not None and ctx.tmp_socket.getsockname()[1] == ctx.tf_port

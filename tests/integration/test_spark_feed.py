@@ -179,6 +179,19 @@ def test_mwms_training_through_next_batch(sc, tmp_path, no_leftovers):
     np.testing.assert_allclose(np.array(got[0]["weights"][0]), np.array(got[1]["weights"][0]))
 
 
+def test_large_rows_are_bounded_in_bytes(sc, tmp_path, no_leftovers):
+    # 400 KB rows (100,000 float32): 240 MB in all, 120 MB a partition. A 4,096-row chunk
+    # would be a whole partition; chunks of ~4 MB and 8 of them buffered bound the node.
+    big = sc.parallelize(range(2), 2).flatMap(
+        lambda p: ((np.zeros(100_000, "float32"), i) for i in range(300)))
+    cluster = start(sc, feedfuns.stall_then_read, tmp_path, n=1, stall=8)
+    cluster.train(big, num_epochs=1)
+    cluster.shutdown(timeout=120)
+    got = results(tmp_path, "stall")
+    assert got[0]["rows"] == 600
+    assert got[0]["growth_mb"] < 64, got
+
+
 def test_backpressure_bounds_node_memory(sc, tmp_path, no_leftovers, caplog):
     # About 500 MB of rows, ten times what the nodes' buffers hold.
     big = sc.parallelize(range(4), 4).flatMap(
