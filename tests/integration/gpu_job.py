@@ -5,7 +5,8 @@ TorchDistributor tests do.  One worker with 3 cores and 3 "GPUs"; every task tak
 ``gpu_job.py OUT DISCOVERY_SCRIPT``: a cluster of ps:0, chief:0 and worker:0 with TensorBoard;
 each node writes what it got (``CUDA_VISIBLE_DEVICES``, ``ctx.gpus``) and the chief also what
 its TensorBoard process got.  Then a 4-node cluster that the 3 GPUs cannot hold must raise
-ReservationTimeout within its reservation_timeout.  Prints one JSON line at the end.
+ReservationTimeout within its reservation_timeout, and num_gpus=2 where Spark gives each task
+one GPU must fail naming both numbers.  Prints one JSON line at the end.
 """
 
 import json
@@ -80,6 +81,13 @@ def main() -> None:
         except ReservationTimeout as e:
             result["too_many"] = str(e)
         result["too_many_seconds"] = time.monotonic() - t0
+        t0 = time.monotonic()
+        try:  # each task holds 1 GPU: asking for 2 per node fails in the barrier task
+            TFCluster.run(sc, report, out, num_executors=2, num_gpus=2, reservation_timeout=60)
+            result["num_gpus"] = "no error"
+        except Exception as e:
+            result["num_gpus"] = f"{type(e).__name__}: {e}"
+        result["num_gpus_seconds"] = time.monotonic() - t0
     finally:
         sc.stop()
     print(json.dumps(result))
