@@ -239,6 +239,11 @@ class Attempt:
         else:
             if isinstance(msg, protocol.Started) and self._cluster_spec is None:
                 self._cluster_spec = msg.cluster_spec
+            if isinstance(msg, protocol.Finished) and msg.unread:
+                logger.warning("sparktf node %s: map_fun returned with %d fed rows unread (they "
+                               "were delivered to it, not trained on); read the DataFeed until "
+                               "should_stop(), or call terminate() to stop the feed",
+                               self.nodes[node].describe(), msg.unread)
             outcome = transition(self.nodes[node], msg, stopping=self._stopping,
                                  now=time.monotonic())
             self.nodes[node] = outcome.state
