@@ -38,6 +38,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/feed_throughput.py
 	$(PY) benchmarks/inference_throughput.py
+	$(PY) benchmarks/feed_encryption.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
