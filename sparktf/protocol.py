@@ -48,7 +48,7 @@ class LaunchPlan:
     roles: list[tuple[str, int]]  # (job, index) per node number
     input_mode: int
     control: tuple[str, int]  # the driver's control server
-    secret: str  # hex; travels inside the Spark task, never logged
+    secret: str = field(repr=False)  # hex; travels inside the Spark task, never logged
     env: dict[str, str]
     base_dir: str | None  # where node directories go; None: the executor's cwd
     default_fs: str
@@ -81,7 +81,7 @@ class NodeSpec:
     input_mode: int
     release_port: bool
     control: tuple[str, int]
-    secret: str
+    secret: str = field(repr=False)  # hex; never shown in a repr or a log
     env: dict[str, str]
     default_fs: str
     working_dir: str

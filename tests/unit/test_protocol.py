@@ -51,3 +51,11 @@ def test_node_spec_round_trip_is_private(tmp_path):
 
 def test_input_mode_keeps_tfos_values():
     assert p.InputMode.TENSORFLOW == 0 and p.InputMode.SPARK == 1
+
+
+def test_the_secret_is_not_in_a_repr():
+    plan = p.LaunchPlan(cluster_id="c", attempt=0, roles=[("worker", 0)], input_mode=0,
+                        control=("h", 1), secret="5ec7e7" * 8, env={}, base_dir=None,
+                        default_fs="file:///", working_dir="/w", release_port=True,
+                        tensorboard=None, log_dir=None)
+    assert "5ec7e7" not in repr(plan)
