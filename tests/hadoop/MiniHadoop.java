@@ -118,6 +118,8 @@ public class MiniHadoop {
 
         YarnConfiguration yconf = new YarnConfiguration(dfs.getConfiguration(0));
         yconf.setInt(YarnConfiguration.NM_PMEM_MB, nmMemory);
+        // MiniYARNCluster gives each NodeManager this (4096 MB by default), not NM_PMEM_MB.
+        yconf.setInt(YarnConfiguration.YARN_MINICLUSTER_NM_PMEM_MB, nmMemory);
         yconf.setInt(YarnConfiguration.NM_VCORES, nmVcores);
         yconf.setBoolean(YarnConfiguration.NM_PMEM_CHECK_ENABLED, false);
         yconf.setBoolean(YarnConfiguration.NM_VMEM_CHECK_ENABLED, false);

@@ -52,7 +52,9 @@ def main() -> None:
     from mnist_model import parse_csv
 
     sc = SparkContext.getOrCreate()
-    sc.addPyFile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_model.py"))
+    model_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_model.py")
+    if os.path.exists(model_py):   # on YARN in cluster mode it comes with --py-files instead
+        sc.addPyFile(model_py)
     data = sc.textFile(args.images_labels).map(parse_csv)
     cluster = TFCluster.run(sc, main_fun, args, args.cluster_size, num_ps=0,
                             input_mode=TFCluster.InputMode.SPARK, master_node="chief")

@@ -98,7 +98,9 @@ def run(sc, args, env=None):
     """Train on SparkContext ``sc``; ``env``: extra environment variables for the TF nodes."""
     from sparktf import TFCluster
 
-    sc.addPyFile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_model.py"))
+    model_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_model.py")
+    if os.path.exists(model_py):   # on YARN in cluster mode it comes with --py-files instead
+        sc.addPyFile(model_py)
     cluster = TFCluster.run(sc, main_fun, args, args.cluster_size, env=env,
                             input_mode=TFCluster.InputMode.TENSORFLOW, master_node="chief")
     cluster.shutdown()
