@@ -104,7 +104,23 @@ class Spark:
                 "(--total-executor-cores on standalone), lower spark.task.cpus, or lower "
                 "num_executors; dynamic allocation must be off "
                 "(spark.dynamicAllocation.enabled=false); executors may also have failed to "
-                f"start (see the Spark UI).\nCurrent settings: {settings}{self._gpu_slots()}")
+                f"start (see the Spark UI).\nCurrent settings: {settings}{self._gpu_slots()}"
+                f"{self._yarn_slots()}")
+
+    def _yarn_slots(self) -> str:
+        """On YARN, executors can be asked for and never granted: what YARN must allow."""
+        if (self.conf("spark.master") or "") != "yarn":
+            return ""
+        return ("\nOn YARN, executors asked for may never be granted: each needs "
+                f"spark.executor.memory={self.conf('spark.executor.memory') or '(unset)'} + "
+                "spark.executor.memoryOverhead="
+                f"{self.conf('spark.executor.memoryOverhead') or '(unset)'} within "
+                "yarn.scheduler.maximum-allocation-mb and a NodeManager's "
+                "yarn.nodemanager.resource.memory-mb, and spark.executor.cores within "
+                "yarn.scheduler.maximum-allocation-vcores and "
+                "yarn.nodemanager.resource.cpu-vcores, in a queue with capacity to spare "
+                f"(spark.yarn.queue={self.conf('spark.yarn.queue') or 'default'}); the "
+                "ResourceManager UI shows pending containers.")
 
     def _gpu_slots(self) -> str:
         """GPUs (sparktf.gpus): what limits the slots when tasks ask for GPUs."""

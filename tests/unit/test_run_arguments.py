@@ -48,3 +48,18 @@ def test_task_slots_from_the_settings(settings, slots):
     """What a Spark Connect client can tell of the cluster's slots (it has no scheduler)."""
     from sparktf.driver.sparkjobs import configured_slots
     assert configured_slots(settings.get) == slots
+
+
+def test_the_slot_message_names_what_yarn_must_allow():
+    from sparktf.driver.sparkjobs import Spark
+
+    class Settings(Spark):
+        def conf(self, key, default=None):
+            return {"spark.master": "yarn", "spark.executor.memory": "4g"}.get(key, default)
+
+    text = Settings().slots_message(4, 2, 30)
+    assert "needs 4 task slots" in text and "only 2" in text
+    for name in ("spark.executor.memory=4g", "yarn.scheduler.maximum-allocation-mb",
+                 "yarn.nodemanager.resource.memory-mb", "yarn.nodemanager.resource.cpu-vcores",
+                 "spark.yarn.queue=default", "ResourceManager UI"):
+        assert name in text
