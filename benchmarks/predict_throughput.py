@@ -1,0 +1,243 @@
+"""Prediction throughput: sparktf.predict_udf vs pyspark.ml.functions.predict_batch_udf.
+
+    .venv/bin/python benchmarks/predict_throughput.py [--rows 200000] [--repeat 1]
+
+Both run the same Keras 3 export of the MNIST CNN (examples/mnist/keras/mnist_model.py,
+``model.export``) through the same ``tf.saved_model.load(...).signatures
+["serving_default"]`` with the same batch size, on the same cached DataFrames,
+on local-cluster[2,1,2048], writing to Spark's ``noop`` sink (every prediction
+is computed and converted, nothing is stored).  Two inputs:
+
+* ``image array<float>`` (784 values per row);
+* ``pixels binary`` (784 raw uint8 bytes per row, cast to float32 by the model feed).
+
+Each variant first runs twice on a small warm-up DataFrame of 8 partitions
+(both executors' Python workers import TensorFlow and load the model), then
+on all rows.  Where the time goes, measured in the same run:
+
+* Spark's own ceiling for the input alone (``mapInArrow`` counting the rows of
+  the same column: the JVM's conversion to Arrow and the transfer);
+* each UDF with a *null model* (a SavedModel with the same input and output
+  shapes that returns 10 of the pixels): the UDF's own cost on top of that;
+* the model alone in one process (the signature on numpy batches, 2 threads);
+* for every run, the CPU seconds spent by the executor JVMs and by the Python
+  workers (from /proc, this benchmark's processes only): on a shared machine
+  they vary much less than wall time, and they show where the time goes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+import common
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "examples", "mnist", "keras"))
+
+BATCH = 1024
+
+
+def export_model(path: str) -> str:
+    """The MNIST CNN (random weights: throughput does not depend on them), as Keras 3 export."""
+    import tensorflow as tf
+
+    import mnist_model
+    model = mnist_model.build_model(tf)
+    model.export(path, verbose=False)
+    return path
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """pid -> command line of every process below ``root``."""
+    children: dict[int, list[int]] = {}
+    cmdlines: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdlines[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = {}, [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found[child] = cmdlines.get(child, "")
+            todo.append(child)
+    return found
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of the executor JVMs and of the Python workers below this process.
+
+    A Python worker that exited has its time in its daemon's cutime/cstime.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = {"executor JVMs": 0.0, "Python workers": 0.0}
+    for pid, cmd in _descendants(os.getpid()).items():
+        kind = ("executor JVMs" if "CoarseGrainedExecutorBackend" in cmd else
+                "Python workers" if "pyspark.daemon" in cmd or "pyspark/daemon" in cmd else None)
+        if kind is None:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        own = int(fields[11]) + int(fields[12])
+        reaped = int(fields[13]) + int(fields[14]) if kind == "Python workers" else 0
+        total[kind] += (own + reaped) / tick
+    return total
+
+
+def export_null_model(path: str) -> str:
+    """Same signature shapes as the CNN ((None, 28, 28, 1) -> output_0 (None, 10)), no compute."""
+    import tensorflow as tf
+
+    class Null(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32,
+                                                    name="keras_tensor")])
+        def serve(self, x):
+            return {"output_0": tf.reshape(x, [-1, 784])[:, :10]}
+
+    null = Null()
+    tf.saved_model.save(null, path, signatures={"serving_default": null.serve})
+    return path
+
+
+def binary_df(df):
+    """``df``'s ``image`` (floats in [0, 1]) as 784 raw uint8 bytes per row, in ``pixels``."""
+    import pyarrow as pa
+
+    def to_bytes(batches):
+        import numpy as np
+        for b in batches:
+            images = b.column("image").flatten().to_numpy(zero_copy_only=False)
+            data = (images * 255).astype(np.uint8)
+            offsets = np.arange(b.num_rows + 1, dtype=np.int32) * 784
+            pixels = pa.BinaryArray.from_buffers(pa.binary(), b.num_rows,
+                                                 [None, pa.py_buffer(offsets),
+                                                  pa.py_buffer(data)])
+            yield pa.RecordBatch.from_arrays([pixels, b.column("label")], ["pixels", "label"])
+
+    out = df.mapInArrow(to_bytes, "pixels binary, label long").cache()
+    out.count()
+    return out
+
+
+def make_baseline_fn(export: str, binary: bool):
+    """``make_predict_fn`` for predict_batch_udf: the same signature on numpy batches."""
+    def make():
+        import numpy as np
+        import tensorflow as tf
+        fn = tf.saved_model.load(export).signatures["serving_default"]
+        (name,) = fn.structured_input_signature[1]
+
+        def predict(x):
+            if binary:   # an object array of 784-byte values
+                x = np.frombuffer(b"".join(x), np.uint8).reshape(-1, 28, 28, 1)
+            return fn(**{name: tf.constant(x, tf.float32)})["output_0"].numpy()
+        return predict
+    return make
+
+
+def model_only(export: str, rows: int) -> float:
+    """Seconds for the signature alone on ``rows`` rows in this process (batches of BATCH)."""
+    import numpy as np
+    import tensorflow as tf
+    fn = tf.saved_model.load(export).signatures["serving_default"]
+    (name,) = fn.structured_input_signature[1]
+    x = np.random.default_rng(0).random((BATCH, 28, 28, 1), dtype=np.float32)
+    fn(**{name: tf.constant(x)})
+    t0 = time.perf_counter()
+    for _ in range(rows // BATCH):
+        fn(**{name: tf.constant(x)})["output_0"].numpy()
+    return (time.perf_counter() - t0) * rows / (rows // BATCH * BATCH)
+
+
+def main() -> None:
+    args = common.parse_args(__doc__)
+    args.repeat = args.repeat if "--repeat" in sys.argv else 1
+    sc = common.spark_context()
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    import sparktf
+
+    tmp = tempfile.mkdtemp(prefix="sparktf-bench-")
+    export = export_model(os.path.join(tmp, "mnist"))
+    null_export = export_null_model(os.path.join(tmp, "null"))
+    df = common.mnist_like_df(sc, args.rows, args.partitions)
+    bdf = binary_df(df)
+    warm = common.mnist_like_df(sc, 4096, 8)
+    warm_b = binary_df(warm)
+    results: dict[str, float] = {}
+    cpu: dict[str, dict[str, float]] = {}
+
+    def measured(name, fn):
+        before = cpu_seconds()
+        results[name] = common.median_time(name, args.rows, fn, args.repeat)
+        after = cpu_seconds()
+        cpu[name] = {k: (after[k] - before[k]) / args.repeat for k in after}
+        print("    CPU s per run: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu[name].items()),
+              flush=True)
+
+    def run(name, data, warm_data, column):
+        def once(frame):
+            frame.select(column.alias("p")).write.format("noop").mode("overwrite").save()
+        once(warm_data)
+        once(warm_data)
+        measured(name, lambda: once(data))
+
+    def count_arrow(frame, col):
+        def count(batches):
+            import pyarrow as pa
+            n = 0
+            for b in batches:
+                n += b.num_rows
+            yield pa.RecordBatch.from_arrays([pa.array([n])], ["n"])
+        return frame.select(col).mapInArrow(count, "n long").agg(F.sum("n")).collect()
+
+    for kind, data, warm_data, col in (("array<float>", df, warm, "image"),
+                                       ("binary", bdf, warm_b, "pixels")):
+        measured(f"Spark input ceiling, {kind} (mapInArrow)", lambda: count_arrow(data, col))
+        for model, label in ((null_export, ", null model"), (export, "")):
+            ours = sparktf.predict_udf(model, batch_size=BATCH)
+            run(f"sparktf.predict_udf, {kind}{label}", data, warm_data, ours(col))
+            theirs = predict_batch_udf(make_baseline_fn(model, kind == "binary"),
+                                       return_type=T.ArrayType(T.FloatType()),
+                                       batch_size=BATCH,
+                                       input_tensor_shapes=None if kind == "binary"
+                                       else [[28, 28, 1]])
+            run(f"predict_batch_udf, {kind}{label}", data, warm_data, theirs(col))
+
+    name = "model alone, 1 process (numpy in, numpy out)"
+    results[name] = model_only(export, args.rows)
+    print(f"  {name}: {results[name]:.2f} s", flush=True)
+    print("\nCPU seconds per run (executor JVMs + Python workers = total):")
+    for name, parts in cpu.items():
+        print(f"  {name:<40} {parts['executor JVMs']:6.1f} + {parts['Python workers']:6.1f} = "
+              f"{sum(parts.values()):6.1f}")
+    kinds = ("array<float>", "binary")
+    for kind in kinds:
+        for label in ("", ", null model"):
+            ours = sum(cpu[f"sparktf.predict_udf, {kind}{label}"].values())
+            theirs = sum(cpu[f"predict_batch_udf, {kind}{label}"].values())
+            print(f"  CPU seconds, predict_batch_udf / sparktf.predict_udf, {kind}{label}: "
+                  f"{theirs / ours:.2f}x")
+    common.report("Prediction throughput", args.rows, results,
+                  [(f"sparktf.predict_udf, {k}", f"predict_batch_udf, {k}", 1.2) for k in kinds]
+                  + [(f"sparktf.predict_udf, {k}, null model",
+                      f"predict_batch_udf, {k}, null model", 1.0) for k in kinds])
+    sc.stop()
+
+
+if __name__ == "__main__":
+    main()
