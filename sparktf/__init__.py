@@ -9,6 +9,7 @@ from ._version import __version__  # noqa: F401 (the version, written once in _v
 from . import cluster as TFCluster  # noqa: N812 (TensorFlowOnSpark's module name)
 from . import tfmanager as TFManager  # noqa: N812
 from . import tfnode as TFNode  # noqa: N812
+from . import tfparallel as TFParallel  # noqa: N812
 from . import compat
 from .checkpoint import CheckpointManager, export_model, local_copy
 from .cluster import InputMode
@@ -17,7 +18,7 @@ from .errors import (ConfigError, FeedError, FeedTimeout, NodeError, ProtocolErr
 from .errors import ModelLoadError, PredictInputError
 from .serving import PredictUDF, predict_udf
 
-__all__ = ["TFCluster", "TFNode", "TFManager", "compat", "InputMode", "SparkTFError",
+__all__ = ["TFCluster", "TFNode", "TFParallel", "TFManager", "compat", "InputMode", "SparkTFError",
            "ConfigError", "NodeError",
            "ReservationTimeout", "ShutdownTimeout", "ProtocolError", "FeedError", "FeedTimeout",
            "StorageError", "CheckpointManager", "export_model", "local_copy",

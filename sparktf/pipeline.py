@@ -1,6 +1,9 @@
-"""Spark ML pipeline stages with TensorFlowOnSpark's API: ``TFModel`` (and its params).
+"""Spark ML pipeline stages with TensorFlowOnSpark's API: ``TFEstimator`` and ``TFModel``.
 
-``TFModel(tf_args)`` is a Spark ML ``Model`` over an exported SavedModel
+``TFEstimator(train_fn, tf_args, export_fn=None).fit(df)`` trains through
+:func:`sparktf.TFCluster.run` in SPARK mode (the DataFrame's ``input_mapping``
+columns are fed as Arrow batches) and returns a ``TFModel`` with the same
+params.  ``TFModel(tf_args)`` is a Spark ML ``Model`` over an exported SavedModel
 (``export_dir``, any :mod:`sparktf.fs` URL): ``transform(df)`` appends the
 columns of ``output_mapping`` computed by :func:`sparktf.predict_udf`, so
 each Python worker loads the model once, columns reach the model as numpy
@@ -12,25 +15,29 @@ Spark ML params (``setBatchSize(...)``); :meth:`TFParams.merge_args_params`
 gives one :class:`Namespace` with the params laid over the args.  Beyond
 TensorFlowOnSpark, the stages are ML-persistable: ``model.save(path)`` /
 ``TFModel.load(path)``, also inside a ``Pipeline``; ``tf_args`` are stored
-with the params as JSON.
+with the params as JSON, and an estimator's ``train_fn`` / ``export_fn`` by
+their importable names (never pickled: loading a saved stage runs no stored
+code).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import importlib
 import json
 import logging
 import os
-from typing import Any
+from typing import Any, Callable
 
 from pyspark.ml.param.shared import Param, Params, TypeConverters
-from pyspark.ml.pipeline import Model
+from pyspark.ml.pipeline import Estimator, Model
 from pyspark.ml.util import (DefaultParamsReader, DefaultParamsWriter, MLReadable, MLReader,
                              MLWritable, MLWriter)
 
 from sparktf import fs
 from sparktf.errors import ConfigError
+from sparktf.protocol import InputMode
 
 logger = logging.getLogger(__name__)
 
@@ -192,9 +199,10 @@ class _TFWriter(MLWriter):
         self.instance = instance
 
     def saveImpl(self, path: str) -> None:  # noqa: N802 (Spark's name)
+        extra = {"tf_args": _args_to_json(self.instance.args),
+                 **self.instance._extra_metadata()}
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession,
-                                         extraMetadata={"tf_args":
-                                                        _args_to_json(self.instance.args)})
+                                         extraMetadata=extra)
 
 
 class _TFReader(MLReader):
@@ -223,6 +231,35 @@ class _Persistable(MLWritable, MLReadable):
     @classmethod
     def _from_metadata(cls, metadata: dict) -> Any:
         return cls(metadata.get("tf_args") or {})
+
+    def _extra_metadata(self) -> dict:
+        return {}
+
+
+def _function_name(fn: Callable | None, what: str) -> str | None:
+    """``module:qualname`` of ``fn``, which must be importable by it to be saved."""
+    if fn is None:
+        return None
+    name = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
+    try:
+        found = _import_function(name)
+    except (ImportError, AttributeError, ValueError):
+        found = None
+    if found is not fn or fn.__module__ == "__main__":
+        raise ConfigError(f"cannot save {what} {name}: only a module-level function that can "
+                          "be imported by name (not a lambda, closure or a function of "
+                          "__main__) is saved; sparktf never pickles code into a saved stage")
+    return name
+
+
+def _import_function(name: str) -> Callable:
+    module, _, qualname = name.partition(":")
+    if not module or not qualname or "<" in qualname:
+        raise ValueError(name)
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
 
 
 # ----------------------------------------------------------------------------- TFModel
@@ -269,3 +306,80 @@ class TFModel(Model, TFParams, HasInputMapping, HasOutputMapping, HasBatchSize, 
 
     def _transform(self, dataset):
         return self.predictor().transform(dataset)
+
+
+# ----------------------------------------------------------------------------- TFEstimator
+
+
+class TFEstimator(Estimator, TFParams, HasInputMapping, HasClusterSize, HasNumPS, HasInputMode,
+                  HasMasterNode, HasProtocol, HasGraceSecs, HasTensorboard, HasModelDir,
+                  HasExportDir, HasTFRecordDir, HasBatchSize, HasEpochs, HasReaders, HasSteps,
+                  HasFeedTimeout, _Persistable):
+    """A Spark ML Estimator that trains ``train_fn(args, ctx)`` on a sparktf cluster.
+
+    ``fit(df)`` starts ``cluster_size`` nodes (``num_ps`` ps nodes,
+    ``master_node``, ``tensorboard``) with :func:`sparktf.TFCluster.run` in
+    SPARK mode, feeds the ``input_mapping`` columns of ``df`` (in sorted
+    order, as TensorFlowOnSpark) ``epochs`` times (``feed_timeout``, which
+    TensorFlowOnSpark lacked), shuts the cluster down, runs ``export_fn(args)``
+    if given (in a fresh process on one executor, see :mod:`sparktf.tfparallel`),
+    and returns a :class:`TFModel` with the same args and params.  ``train_fn``
+    gets ``args`` merged with the params (or ``tf_args`` itself when it is an
+    argv list).  ``grace_secs`` is waited only when there are ps nodes:
+    sparktf's shutdown already waits for the training nodes, exports included.
+    Only ``input_mode`` SPARK (1) exists for a DataFrame estimator.
+    """
+
+    def __init__(self, train_fn: Callable[[Any, Any], Any], tf_args: Any = None,
+                 export_fn: Callable[[Any], Any] | None = None) -> None:
+        super().__init__()
+        self.train_fn = train_fn
+        self.export_fn = export_fn
+        self.args = Namespace(tf_args)
+        self._setDefault(input_mapping={}, cluster_size=1, num_ps=0, driver_ps_nodes=False,
+                         input_mode=int(InputMode.SPARK), master_node="chief", protocol="grpc",
+                         tensorboard=False, model_dir=None, export_dir=None, tfrecord_dir=None,
+                         batch_size=100, epochs=1, readers=1, steps=1000, grace_secs=30,
+                         feed_timeout=600)
+
+    def _fit(self, dataset):
+        from sparktf import TFCluster, TFParallel
+
+        local_args = self.merge_args_params()
+        logger.info("TFEstimator args + params: %s", local_args)
+        if local_args.input_mode != InputMode.SPARK:
+            raise ConfigError(f"TFEstimator feeds a DataFrame: input_mode must be "
+                              f"InputMode.SPARK (1), not {local_args.input_mode!r}")
+        spark = dataset.sparkSession
+        tf_args = self.args.argv if self.args.argv else local_args
+        cluster = TFCluster.run(spark.sparkContext, self.train_fn, tf_args,
+                                local_args.cluster_size, local_args.num_ps,
+                                local_args.tensorboard, InputMode.SPARK,
+                                master_node=local_args.master_node,
+                                driver_ps_nodes=local_args.driver_ps_nodes)
+        columns = sorted(self.getInputMapping())
+        try:
+            cluster.train(dataset.select(*columns) if columns else dataset, local_args.epochs,
+                          feed_timeout=local_args.feed_timeout)
+        finally:
+            cluster.shutdown(grace_secs=local_args.grace_secs if local_args.num_ps else 0)
+        if self.export_fn is not None:
+            export_fn = self.export_fn
+            logger.info("TFEstimator: exporting with %s to %s", getattr(export_fn, "__name__",
+                                                                        export_fn),
+                        local_args.export_dir)
+            TFParallel.run(spark.sparkContext, lambda args, ctx: export_fn(args), tf_args, 1,
+                           use_barrier=False)
+        return self._copyValues(TFModel(self.args))
+
+    @classmethod
+    def _from_metadata(cls, metadata: dict) -> Any:
+        functions = metadata.get("functions") or {}
+        train_fn = _import_function(functions["train_fn"])
+        export_fn = functions.get("export_fn")
+        return cls(train_fn, metadata.get("tf_args") or {},
+                   _import_function(export_fn) if export_fn else None)
+
+    def _extra_metadata(self) -> dict:
+        return {"functions": {"train_fn": _function_name(self.train_fn, "train_fn"),
+                              "export_fn": _function_name(self.export_fn, "export_fn")}}
