@@ -61,3 +61,13 @@ def test_spark_mode_training_then_inference(mnist, tmp_path):
     for f in glob.glob(str(tmp_path / "predictions" / "part-*")):
         rows += open(f).read().splitlines()
     assert len(rows) == 1000
+
+
+def test_pipeline_example_fits_transforms_saves_and_loads(mnist, tmp_path):
+    text = submit(os.path.join(MNIST, "keras", "mnist_pipeline.py"), "--cluster_size", 2,
+                  "--images_labels", mnist / "csv", "--epochs", 3,
+                  "--export_dir", tmp_path / "export", "--model_path", tmp_path / "tfmodel")
+    accuracy = float(re.search(r"mnist_pipeline: test accuracy ([0-9.]+)", text).group(1))
+    assert accuracy > 0.8, text
+    assert "loaded model predicts the same: True" in text
+    assert (tmp_path / "export" / "saved_model.pb").exists()
