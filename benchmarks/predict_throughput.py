@@ -28,6 +28,7 @@ on all rows.  Where the time goes, measured in the same run:
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -237,6 +238,7 @@ def main() -> None:
                   + [(f"sparktf.predict_udf, {k}, null model",
                       f"predict_batch_udf, {k}, null model", 1.0) for k in kinds])
     sc.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
