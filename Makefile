@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/feed_throughput.py
 	$(PY) benchmarks/inference_throughput.py
 	$(PY) benchmarks/feed_encryption.py
+	$(PY) benchmarks/predict_throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
