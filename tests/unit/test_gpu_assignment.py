@@ -1,6 +1,7 @@
 """sparktf.gpus: Spark's GPU resources and the nvidia-smi fallback, as tables of cases.
 
-The nvidia-smi outputs are the ones recorded on an H100 host in shared/data/nvidia-smi/.
+The nvidia-smi outputs are the ones recorded on an H100 host (the project's shared data),
+copied into tests/data/nvidia-smi/ so that a clean clone has them.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import pytest
 from sparktf import gpus
 from sparktf.errors import GpuError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RECORDED = os.path.join(ROOT, "..", "shared", "data", "nvidia-smi")
+RECORDED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
+                        "nvidia-smi")
 
 
 def recorded(name: str) -> str:
     path = os.path.join(RECORDED, name)
-    assert os.path.exists(path), f"{path}: the recorded nvidia-smi output (shared/data) is missing"
+    assert os.path.exists(path), f"{path}: the recorded nvidia-smi output is missing"
     with open(path) as f:
         return f.read()
 
