@@ -15,7 +15,6 @@ raises :class:`~sparktf.errors.StorageError` in seconds.
 from __future__ import annotations
 
 import errno
-import io
 import logging
 import os
 import posixpath
@@ -25,6 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from .errors import StorageError
+from .webhdfs import SeekableReader
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ class HdfsNativeHandler(pafs.FileSystemHandler):
                              mode="w")
 
 
-class _Reader(io.RawIOBase):
+class _Reader(SeekableReader):
     """A seekable hdfs-native reader; each read fetches just the bytes asked for."""
 
     def __init__(self, handler: HdfsNativeHandler, path: str, reader) -> None:
@@ -240,20 +240,6 @@ class _Reader(io.RawIOBase):
         self._handler, self._path, self._reader = handler, path, reader
         self._size = len(reader)
         self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
 
     def read(self, size: int = -1) -> bytes:
         length = self._size - self._pos if size is None or size < 0 else size

@@ -182,21 +182,14 @@ class WebHdfsHandler(pafs.FileSystemHandler):
         raise NotImplementedError("appending over WebHDFS is not supported")
 
 
-class _WebHdfsReader(io.RawIOBase):
-    """Reads a WebHDFS file by byte ranges (OPEN with offset and length).
+class SeekableReader(io.RawIOBase):
+    """What a ranged reader of a remote file shares: a position within a known size.
 
-    After a seek the range requested is small (64 KiB, or the read's size); while
-    reads go on sequentially it doubles up to 16 MiB, so scanning a file takes
-    few requests.  The response is streamed in chunks, never held whole.
+    Subclasses set ``_pos`` and ``_size`` and implement the reads.
     """
 
-    def __init__(self, handler: WebHdfsHandler, path: str, length: int) -> None:
-        super().__init__()
-        self._handler, self._path, self._size = handler, path, length
-        self._pos = 0
-        self._response: requests.Response | None = None
-        self._response_pos = self._response_end = 0
-        self._window = _MIN_WINDOW
+    _pos = 0
+    _size = 0
 
     def readable(self) -> bool:
         return True
@@ -211,6 +204,23 @@ class _WebHdfsReader(io.RawIOBase):
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
         self._pos = max(0, base + offset)
         return self._pos
+
+
+class _WebHdfsReader(SeekableReader):
+    """Reads a WebHDFS file by byte ranges (OPEN with offset and length).
+
+    After a seek the range requested is small (64 KiB, or the read's size); while
+    reads go on sequentially it doubles up to 16 MiB, so scanning a file takes
+    few requests.  The response is streamed in chunks, never held whole.
+    """
+
+    def __init__(self, handler: WebHdfsHandler, path: str, length: int) -> None:
+        super().__init__()
+        self._handler, self._path, self._size = handler, path, length
+        self._pos = 0
+        self._response: requests.Response | None = None
+        self._response_pos = self._response_end = 0
+        self._window = _MIN_WINDOW
 
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")

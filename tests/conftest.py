@@ -11,24 +11,14 @@ import time
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:  # tests/ on sys.path: `servers` is importable here and in the tests
+    sys.path.insert(0, HERE)
+from servers.procs import live_processes  # noqa: E402
 
 
 def sparktf_processes() -> list[tuple[int, str]]:
     """Live (non-zombie) sparktf node, supervisor and TensorBoard processes."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-            with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state != "Z" and ("sparktf.node." in cmd or "tensorboard.main" in cmd):
-            found.append((int(pid), cmd.strip()))
-    return found
+    return live_processes(lambda cmd: "sparktf.node." in cmd or "tensorboard.main" in cmd)
 
 
 def wait_no_sparktf_processes(timeout: float = 20.0) -> list[tuple[int, str]]:

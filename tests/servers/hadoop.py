@@ -24,6 +24,11 @@ import subprocess
 import sys
 import time
 
+try:
+    from servers.procs import live_processes
+except ImportError:  # run as a script: python tests/servers/hadoop.py WORK_DIR
+    from procs import live_processes
+
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = os.path.join(TESTS, "hadoop")
 POM = os.path.join(SOURCE, "pom.xml")
@@ -205,18 +210,7 @@ class MiniHadoop:
 
     def leftovers(self) -> list[tuple[int, str]]:
         """Live processes whose command line names the work directory (containers too)."""
-        found = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-                with open(f"/proc/{pid}/stat") as f:
-                    state = f.read().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                continue
-            if state != "Z" and self.work_dir in cmd and int(pid) != os.getpid():
-                found.append((int(pid), cmd[:200]))
-        return found
+        return [(pid, cmd[:200]) for pid, cmd in live_processes(lambda c: self.work_dir in c)]
 
     def audit(self) -> list[list[str]]:
         """The NameNode audit events so far: ``[ok, user, ip, cmd, src, dst, client, port]``.
