@@ -265,8 +265,10 @@ def _translating(method: Callable) -> Callable:
     return action
 
 
-for _name in ("collect", "count", "take", "first", "reduce", "fold", "aggregate", "sum",
-              "foreach", "foreachPartition", "saveAsTextFile", "saveAsPickleFile",
-              "countByValue", "collectAsMap", "top", "takeOrdered", "isEmpty", "max", "min",
-              "mean", "stats"):
-    setattr(InferenceRDD, _name, _translating(getattr(PipelinedRDD, _name)))
+#: The actions of ``InferenceRDD`` that raise sparktf errors.
+_ACTIONS = ("collect", "count", "take", "first", "reduce", "fold", "aggregate", "sum", "foreach",
+            "foreachPartition", "saveAsTextFile", "saveAsPickleFile", "countByValue",
+            "collectAsMap", "top", "takeOrdered", "isEmpty", "max", "min", "mean", "stats")
+for _action in _ACTIONS:
+    setattr(InferenceRDD, _action, _translating(getattr(PipelinedRDD, _action)))
+del _action
