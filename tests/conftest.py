@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -45,6 +46,9 @@ def sc():
     conf = (SparkConf().setMaster("local-cluster[3,1,1024]").setAppName("sparktf-tests")
             .set("spark.driver.host", "127.0.0.1").set("spark.ui.enabled", "false")
             .set("spark.executorEnv.PYTHONPATH", os.pathsep.join(sys.path)))
+    # A test that needs other Spark settings (e.g. test_encryption.py turning Spark's RPC
+    # encryption on) runs its module in a pytest process of its own with this variable set.
+    conf.setAll(json.loads(os.environ.get("SPARKTF_TEST_SPARK_CONF", "{}")).items())
     context = SparkContext(conf=conf)
     context.setLogLevel("ERROR")
     logging.getLogger("sparktf").setLevel(logging.INFO)

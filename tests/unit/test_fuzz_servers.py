@@ -402,7 +402,16 @@ class FeedTarget:
         self.server.buffer.close()
 
 
-@pytest.fixture(scope="module", params=["control", "feed", "control-tls", "feed-tls"])
+TARGETS = ["control", "feed", "control-tls", "feed-tls"]
+
+
+def for_targets(kinds: tuple[str, ...], cases: list, ids: list[str]) -> list:
+    """``(target, case)`` parameters: every case against each server of the given kinds."""
+    return [pytest.param(t, case, id=f"{t}-{i}") for case, i in zip(cases, ids)
+            for t in TARGETS if t.partition("-")[0] in kinds]
+
+
+@pytest.fixture(scope="module", params=TARGETS)
 def target(request, logs):
     kind, _, encrypt = request.param.partition("-")
     server = (ControlTarget if kind == "control" else FeedTarget)(encrypt == "tls")
@@ -625,10 +634,12 @@ KNOWN_BAD = [
 ]
 
 
-@pytest.mark.parametrize("which,body", KNOWN_BAD, ids=lambda v: repr(v)[:30])
-def test_known_bad_hellos(target, logs, which, body):
-    if which not in ("both", target.kind):
-        pytest.skip(f"a {which} hello")
+KNOWN_BAD_CASES = [p for n, (which, body) in enumerate(KNOWN_BAD) for p in for_targets(
+    ("control", "feed") if which == "both" else (which,), [body], [f"{n}:{body[:20]!r}"])]
+
+
+@pytest.mark.parametrize("target,body", KNOWN_BAD_CASES, indirect=["target"])
+def test_known_bad_hellos(target, logs, body):
     assert not target.accepts_hello(body)
     run(target, [Scenario("known bad hello", [handshake(), send_frames([(body, b"")])])], logs)
 
@@ -651,10 +662,9 @@ BAD_BATCHES = [
 ]
 
 
-@pytest.mark.parametrize("payload", BAD_BATCHES, ids=["continuation", "two-empty", "short-body"])
+@pytest.mark.parametrize("target,payload", for_targets(
+    ("feed",), BAD_BATCHES, ["continuation", "two-empty", "short-body"]), indirect=["target"])
 def test_known_bad_batches(target, logs, payload):
-    if target.kind != "feed":
-        pytest.skip("a feed payload")
     frames = [(target.hello, b""), (dumps({"type": "batch", "rows": 0}), payload)]
     run(target, [Scenario("known bad batch", [handshake(), send_frames(frames)])], logs)
 
