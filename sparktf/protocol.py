@@ -217,6 +217,17 @@ class Terminated(Message):
     TYPE: ClassVar[str] = "terminate"
 
 
+@dataclass(frozen=True)
+class EpochDone(Message):
+    """The node is done with fed epoch ``epoch`` (a streaming micro-batch): after
+    ``DataFeed.next_batch_id()``, when it asks for the next micro-batch (so it has
+    trained on this one); otherwise when it reads the epoch's end.  The driver
+    counts a micro-batch as fed only then (:mod:`sparktf.driver.streaming`)."""
+
+    TYPE: ClassVar[str] = "epoch_done"
+    epoch: int
+
+
 # Driver -> supervisor.
 @dataclass(frozen=True)
 class Stop(Message):
@@ -279,8 +290,8 @@ class Silent(Message):
 
 
 _TYPES: dict[str, type[Message]] = {cls.TYPE: cls for cls in (
-    Started, Exited, LogsReply, TensorBoardUp, Ready, Finished, Terminated, Stop, LogsRequest,
-    EpochEnd, EndFeed, StopRequest, StopReply)}
+    Started, Exited, LogsReply, TensorBoardUp, Ready, Finished, Terminated, EpochDone, Stop,
+    LogsRequest, EpochEnd, EndFeed, StopRequest, StopReply)}
 
 
 def decode(msg: dict) -> Message:

@@ -72,6 +72,14 @@ def task_error(text: str) -> str:
     return f"{found[-1][0]}: {found[-1][1]}" if found else ""
 
 
+def epoch_busy(nodes: list[NodeState], epochs_done: dict[int, int], terminated: set[int],
+               epoch: int) -> list[NodeState]:
+    """The training nodes that take data and are not yet done with fed epoch ``epoch``
+    (pure logic: a node that ended or called terminate() takes no more of it)."""
+    return [n for n in nodes if n.role.job in TRAINING_JOBS and n.feed and not n.done
+            and n.node not in terminated and epochs_done.get(n.node, -1) < epoch]
+
+
 class Attempt:
     """Attempt ``number`` (0 first, n after the n-th restart) of a cluster."""
 
@@ -85,6 +93,7 @@ class Attempt:
                       for i, r in enumerate(config.roles)]
         self.error: SparkTFError | None = None
         self.terminated: set[int] = set()  # nodes that called DataFeed.terminate()
+        self.epochs_done: dict[int, int] = {}  # node -> the last fed epoch it is done with
         self.tensorboard_url: str | None = None
         self._cond = threading.Condition()
         self._stopping = False  # nodes are being stopped on purpose
@@ -232,6 +241,8 @@ class Attempt:
                         msg.url)
         elif isinstance(msg, protocol.LogsReply):
             self._logs[node] = msg.text
+        elif isinstance(msg, protocol.EpochDone):
+            self.epochs_done[node] = max(msg.epoch, self.epochs_done.get(node, -1))
         elif isinstance(msg, protocol.Terminated):
             self.terminated.add(node)
             logger.info("sparktf node %s called terminate(): it takes no more data",
@@ -293,6 +304,19 @@ class Attempt:
         streaming watcher (:mod:`sparktf.driver.streaming`); :meth:`wake` re-checks."""
         with self._cond:
             return self._cond.wait_for(predicate, timeout=timeout)
+
+    def wait_epoch_done(self, epoch: int, timeout: float) -> list[NodeState]:
+        """Wait until every training node that takes data is done with fed epoch ``epoch``
+        (:class:`sparktf.protocol.EpochDone`), has ended or terminated; raise the
+        attempt's error if it fails first.  Returns the nodes still busy on timeout."""
+        with self._cond:
+            def busy() -> list[NodeState]:
+                return epoch_busy(self.nodes, self.epochs_done, self.terminated, epoch)
+
+            self._cond.wait_for(lambda: self.error is not None or not busy(), timeout=timeout)
+            if self.error is not None:
+                raise self.error
+            return busy()
 
     def wake(self) -> None:
         """Make every :meth:`wait_until` check its predicate again."""

@@ -28,7 +28,11 @@ Every source of a stop puts one event on a ``queue.SimpleQueue``, whose
 blocks on its ``get``: no polling.  With ``max_restarts``, a node failure
 restarts the cluster while the stream runs (from the watcher thread, or from
 the micro-batch that hit it, whichever comes first; one lock makes it
-happen once) and the interrupted micro-batch is fed again.
+happen once) and the interrupted micro-batch is fed again.  A training
+micro-batch counts as fed only once every node reported it done
+(``EpochDone``: it asked for the next one), not when the feed job ends: the
+job ends as soon as the nodes have *buffered* the rows, and a node failing
+between the two used to lose the micro-batch.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ import threading
 from typing import Any, Iterator
 
 from .. import stop as stopmod
-from ..errors import ConfigError, SparkTFError
+from ..errors import ConfigError, FeedTimeout, SparkTFError
 from ..protocol import InputMode
 from ..roles import awaited_nodes
 from .attempt import Attempt
@@ -207,9 +211,12 @@ class StreamControl:
             for _ in range(num_epochs):
                 while True:
                     attempt = self.attempt()
+                    epoch = feeder.epochs_fed
                     try:
                         counts = feeder.train_epoch(attempt, data, description, feed_timeout,
                                                     batch_id=batch_id)
+                        if counts is not None:
+                            self._await_done(attempt, epoch, description, feed_timeout)
                         break
                     except SparkTFError as e:
                         if attempt.error is None or not self._recover(attempt):
@@ -219,6 +226,24 @@ class StreamControl:
                                        description)
                 if counts is None:
                     return  # every node terminated; the node watcher stops the stream
+
+    @staticmethod
+    def _await_done(attempt: Attempt, epoch: int, description: str,
+                    feed_timeout: float) -> None:
+        """Return once every training node is done with the micro-batch fed as ``epoch``.
+
+        The feed job ends when the nodes have *buffered* their rows; a node that fails
+        after that, before it trained on them, would lose the micro-batch if it counted
+        as fed.  So it counts only once each node reported it done (asked for the next
+        micro-batch), ended or terminated; a failure first raises the attempt's error,
+        and ``_feed`` feeds the micro-batch again to the restarted cluster.
+        """
+        busy = attempt.wait_epoch_done(epoch, feed_timeout)
+        if busy:
+            raise FeedTimeout(f"{description}: TF node(s) {', '.join(n.describe() for n in busy)}"
+                              f" did not finish the micro-batch within feed_timeout="
+                              f"{feed_timeout:g}s after it was fed; is map_fun reading its "
+                              "DataFeed to the end of every micro-batch?")
 
     # -- watching ---------------------------------------------------------------------
     def _watch_nodes(self) -> None:

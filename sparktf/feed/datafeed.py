@@ -128,6 +128,7 @@ class DataFeed:
         self._bounded = False  # next_batch_id() was called: reads end at a micro-batch's end
         self._in_epoch = False  # an epoch's start was read and its end not yet
         self._partitions = 1  # of the epoch being read
+        self._ended: int | None = None  # epoch whose end was read, not yet reported done
 
     # -- TensorFlowOnSpark API -------------------------------------------------------
     def next_batch(self, batch_size: int) -> Any:
@@ -195,7 +196,7 @@ class DataFeed:
             elif isinstance(got, EpochStart):
                 self._begin(got)
             elif isinstance(got, EpochEnd):
-                self._in_epoch = False
+                self._end(got)
             elif isinstance(got, Item) and got.batch.num_rows:
                 self._current, self._offset = got, 0
                 return got
@@ -204,6 +205,23 @@ class DataFeed:
     # -- streaming micro-batches -----------------------------------------------------
     def _begin(self, start: EpochStart) -> None:
         self.batch_id, self._partitions, self._in_epoch = start.batch, start.partitions, True
+
+    def _end(self, end: EpochEnd) -> None:
+        """The epoch's end was read.  Reading micro-batch by micro-batch
+        (:meth:`next_batch_id`), the node is done with it only when it asks for the
+        next one (it has trained on it by then); otherwise, now."""
+        self._in_epoch = False
+        self._ended = end.epoch
+        if not self._bounded:
+            self._report_done()
+
+    def _report_done(self) -> None:
+        """Tell the driver the last ended epoch is done (it then counts it as fed)."""
+        if self._ended is not None:
+            report = getattr(self._feed, "epoch_done", None)  # a node's FeedServer
+            if report is not None:
+                report(self._ended)
+            self._ended = None
 
     def next_batch_id(self) -> int | None:
         """Wait for the next fed epoch (a streaming micro-batch) and return its batch id.
@@ -222,6 +240,7 @@ class DataFeed:
             raise FeedError(f"micro-batch {self.batch_id} is not fully read: read it to its end "
                             "or call skip_batch() before next_batch_id()")
         self._current = None
+        self._report_done()  # the previous micro-batch: trained on (or skipped)
         while not self.done_feeding:
             got = self._feed.buffer.get()
             if isinstance(got, EndOfFeed):
@@ -245,7 +264,7 @@ class DataFeed:
             if isinstance(got, EndOfFeed):
                 self.done_feeding = True
             elif isinstance(got, EpochEnd):
-                self._in_epoch = False
+                self._end(got)
             elif isinstance(got, Item):
                 dropped += got.batch.num_rows
         return dropped
@@ -329,7 +348,7 @@ class DataFeed:
                 batcher = batcher or EpochBatcher(batch_size, 1)
                 yield from batcher.add(got.batch)
             elif isinstance(got, EpochEnd):
-                self._in_epoch = False
+                self._end(got)
                 if batcher is not None:
                     yield from batcher.finish(list(got.counts.values()))
                 return

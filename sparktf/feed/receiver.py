@@ -196,6 +196,15 @@ class FeedServer:
             self.buffer.close()
             self._control.send(protocol.Terminated().to_dict())
 
+    def epoch_done(self, epoch: int) -> None:
+        """Tell the driver that this node is done with fed epoch ``epoch`` (see
+        :class:`sparktf.protocol.EpochDone`); a lost driver connection is reported by
+        the supervisor, not here."""
+        try:
+            self._control.send(protocol.EpochDone(epoch).to_dict())
+        except OSError as e:
+            logger.debug("could not report the end of epoch %d: %s", epoch, e)
+
     def finish(self) -> int:
         """map_fun returned: nothing more will be consumed; return the rows left unread."""
         self.buffer.close()

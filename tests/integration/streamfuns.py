@@ -18,7 +18,8 @@ def train_batches(args, ctx):
     The node's "checkpoint" (``ckpt-<rank>.json``: the ids it trained on and
     the last micro-batch id) is written after every micro-batch; a micro-batch
     whose id is not newer than the checkpoint's is a replay and is skipped.
-    ``fail_after`` rows into attempt 0, node 0 raises (restart tests).
+    ``fail_after`` rows into attempt 0, node 0 raises (restart tests); a row with a
+    negative id makes any attempt raise (and write the time to ``poisoned``).
     """
     feed = ctx.get_data_feed()
     path = os.path.join(args["out"], f"ckpt-{ctx.rank}.json")
@@ -36,9 +37,14 @@ def train_batches(args, ctx):
         ids = []
         while batch := feed.next_batch(args.get("batch_size", 50)):
             ids += [int(r["id"] if isinstance(r, dict) else r[1]) for r in batch]
+            if min(ids) < 0:  # a poisoned row: fail, in any attempt
+                _save(os.path.join(args["out"], "poisoned"), time.time())
+                raise ValueError("boom mid-stream: a poisoned row")
             rows += len(batch)
             if (args.get("fail_after") and ctx.attempt == 0 and ctx.rank == 0
                     and rows >= args["fail_after"]):
+                # fail_delay: fail after the feed job has ended (its rows are buffered)
+                time.sleep(args.get("fail_delay", 0))
                 raise ValueError("boom mid-stream")
         state["ids"] += ids  # "train" on the micro-batch, then checkpoint with its id
         state["batches"].append([batch_id, len(ids)])

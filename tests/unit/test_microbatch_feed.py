@@ -19,6 +19,7 @@ class FakeFeed:
     def __init__(self, items):
         self.buffer = BoundedBuffer(1000)
         self.terminated = threading.Event()
+        self.done = []
         for item in items:
             self.buffer.put(item)
 
@@ -27,6 +28,9 @@ class FakeFeed:
 
     def terminate(self):
         self.terminated.set()
+
+    def epoch_done(self, epoch):  # the FeedServer's report to the driver
+        self.done.append(epoch)
 
 
 def rows(first, n):
@@ -94,3 +98,45 @@ def test_dataset_iterates_one_micro_batch_after_next_batch_id():
     while (batch_id := feed.next_batch_id()) is not None:
         seen[batch_id] = [int(v) for (x,) in ds for v in tf.reshape(x, [-1]).numpy()]
     assert seen == {4: list(range(15)), 5: [15, 16, 17]}
+
+
+def test_a_micro_batch_is_reported_done_only_when_the_next_one_is_asked_for():
+    """The driver counts a micro-batch as fed when the node reports it done: reading
+    micro-batch by micro-batch, that is when map_fun asks for the next one (it has
+    trained on it), not when it reads its last rows; a skipped replay is done too."""
+    fake = FakeFeed(stream((1, [3]), (1, [2]), (2, [1])))
+    feed = DataFeed(fake)
+    assert feed.next_batch_id() == 1 and fake.done == []
+    feed.next_batch(10)
+    assert feed.next_batch(10) == [] and fake.done == [], "read to its end, not yet trained"
+    assert feed.next_batch_id() == 1 and fake.done == [0]
+    feed.skip_batch()
+    assert fake.done == [0]
+    assert feed.next_batch_id() == 2 and fake.done == [0, 1]
+    feed.next_batch(10)
+    feed.next_batch(10)
+    assert feed.next_batch_id() is None and fake.done == [0, 1, 2]
+
+
+def test_without_next_batch_id_an_epoch_is_done_when_its_end_is_read():
+    fake = FakeFeed(stream((1, [3]), (2, [4])))
+    feed = DataFeed(fake)
+    feed.next_batch(3)
+    assert fake.done == []
+    feed.next_batch(3)  # reads past the end of epoch 0 into epoch 1
+    assert fake.done == [0]
+
+
+def test_epoch_busy_names_the_training_nodes_not_done_with_an_epoch():
+    from sparktf.driver.attempt import epoch_busy
+    from sparktf.driver.state import NodeState, NodeStatus
+    from sparktf.roles import Role
+
+    def node(i, job="worker", status=NodeStatus.RUNNING, feed=("h", 1)):
+        return NodeState(i, Role(job, i), status=status, feed=feed)
+
+    nodes = [node(0), node(1), node(2), node(3, status=NodeStatus.FINISHED), node(4, "ps"),
+             node(5, feed=None)]
+    busy = epoch_busy(nodes, {0: 3, 1: 2}, terminated={2}, epoch=3)
+    assert [n.node for n in busy] == [1], "done, terminated, ended, ps, feedless: not busy"
+    assert [n.node for n in epoch_busy(nodes, {}, set(), 0)] == [0, 1, 2]

@@ -14,7 +14,7 @@ from sparktf.errors import ProtocolError
     p.Exited(code=None), p.Exited(code=-9, stopped=True, reason="r", error="E: x"),
     p.Ready(pid=3), p.Ready(pid=3, feed=["h", 5]), p.Finished(), p.Terminated(),
     p.Stop("why"), p.LogsRequest(20), p.LogsReply("text"), p.TensorBoardUp("http://h:1"),
-    p.EpochEnd(epoch=2, counts={"1": 10}), p.EndFeed(),
+    p.EpochEnd(epoch=2, counts={"1": 10}), p.EndFeed(), p.EpochDone(epoch=4),
 ])
 def test_every_message_survives_a_round_trip(msg):
     assert p.decode(msg.to_dict()) == msg
