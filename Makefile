@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/inference_throughput.py
 	$(PY) benchmarks/feed_encryption.py
 	$(PY) benchmarks/predict_throughput.py
+	$(PY) benchmarks/streaming_throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -50,3 +50,15 @@ def tfos_infer(args, ctx):
         batch = feed.next_batch(args.batch_size)
         if len(batch) > 0:
             feed.batch_results([row[1] for row in batch])
+
+
+def sparktf_infer_label(args, ctx):
+    """DataFrame inference through next_batch / batch_results with input_mapping: the
+    "prediction" is the row's label (only that column is decoded)."""
+    import pyarrow as pa
+    feed = ctx.get_data_feed(train_mode=False, input_mapping={"label": "label"})
+    while not feed.should_stop():
+        batch = feed.next_batch(args["batch_size"])
+        if not len(batch["label"]):
+            break
+        feed.batch_results(pa.RecordBatch.from_pydict({"pred": batch["label"]}))

@@ -6,6 +6,7 @@ TENSORFLOW mode (mnist_tf.py) runs in the tests' own Spark: test_examples_storag
 import glob
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -71,3 +72,27 @@ def test_pipeline_example_fits_transforms_saves_and_loads(mnist, tmp_path):
     assert accuracy > 0.8, text
     assert "loaded model predicts the same: True" in text
     assert (tmp_path / "export" / "saved_model.pb").exists()
+
+
+def test_streaming_example_trains_from_a_stream_and_scores_a_stream(mnist, tmp_path):
+    """examples/mnist/streaming in one spark-submit: train the CNN from a Structured
+    Streaming file source of CSV lines (2 files = 2 micro-batches, one pass), export it,
+    then score a stream of test CSV lines into checkpointed Parquet, every line once."""
+    train, test = tmp_path / "train", tmp_path / "test"
+    train.mkdir()
+    test.mkdir()
+    for split, directory in (("train", train), ("test", test)):
+        for f in sorted(glob.glob(str(mnist / "csv" / split / "part-*")))[:2]:
+            shutil.copy(f, directory)
+    lines = sum(len(open(f).read().splitlines()) for f in glob.glob(str(test / "part-*")))
+    output = tmp_path / "predictions"
+    text = submit(os.path.join(MNIST, "streaming", "mnist_streaming.py"),
+                  "--train_dir", train, "--score_dir", test, "--trigger", "availableNow",
+                  "--export_dir", tmp_path / "export", "--output", output,
+                  "--checkpoint", tmp_path / "ckpt", "--batch_size", 32)
+    assert "mnist_streaming: trained from a structured stream" in text, text[-3000:]
+    match = re.search(r"mnist_streaming: (\d+) predictions in .*; accuracy ([0-9.]+)", text)
+    assert match, text[-3000:]
+    assert int(match.group(1)) == lines == 500, "every test line scored exactly once"
+    assert float(match.group(2)) > 0.3, text[-3000:]  # chance is 0.1
+    assert len(glob.glob(str(output / "part-*.parquet"))) >= 1
