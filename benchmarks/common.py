@@ -19,12 +19,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TFOS_DIR = os.path.join(HERE, ".tfos")
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, extra=None) -> argparse.Namespace:
+    """The common options; ``extra(parser)`` adds a benchmark's own."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--rows", type=int, default=200_000, help="rows of 784 float32 + label")
     p.add_argument("--partitions", type=int, default=8)
     p.add_argument("--repeat", type=int, default=3, help="runs per variant; the median counts")
     p.add_argument("--skip-tfos", action="store_true", help="do not measure TensorFlowOnSpark")
+    if extra:
+        extra(p)
     return p.parse_args()
 
 
@@ -51,14 +54,14 @@ def prepare_tfos() -> str | None:
     return TFOS_DIR
 
 
-def spark_context(extra_path: str | None = None):
+def spark_context(extra_path: str | None = None, master: str = "local-cluster[2,1,2048]"):
     os.environ["PYSPARK_PYTHON"] = sys.executable
     from pyspark import SparkConf, SparkContext
     path = [HERE] + ([extra_path] if extra_path else []) + sys.path
     if extra_path:
         sys.path.insert(0, extra_path)
     sys.path.insert(0, HERE)
-    conf = (SparkConf().setMaster("local-cluster[2,1,2048]").setAppName("sparktf-benchmark")
+    conf = (SparkConf().setMaster(master).setAppName("sparktf-benchmark")
             .set("spark.driver.host", "127.0.0.1").set("spark.ui.enabled", "false")
             .set("spark.ui.showConsoleProgress", "false")
             .set("spark.executorEnv.PYTHONPATH", os.pathsep.join(path)))
@@ -79,6 +82,49 @@ def mnist_like_rdd(sc, rows: int, partitions: int):
     rdd = sc.parallelize(range(partitions), partitions).mapPartitionsWithIndex(make).cache()
     assert rdd.count() == rows
     return rdd
+
+
+#: The RDD row kinds TFoS users feed: numpy float32 and uint8 images, and Python lists of
+#: ints (what ``parse()`` of a CSV line gives).
+ROW_KINDS = ("numpy float32", "numpy uint8", "list of ints")
+
+
+def rows_rdd(sc, rows: int, partitions: int, kind: str):
+    """A cached RDD of (784-value image, int label) rows of the given ``ROW_KINDS`` kind."""
+    def make(p, _):
+        import numpy as np
+        rng = np.random.default_rng(p)
+        n = rows // partitions + (1 if p < rows % partitions else 0)
+        labels = rng.integers(0, 10, n)
+        if kind == "numpy float32":
+            images = rng.random((n, 784), dtype=np.float32)
+            return [(images[i], int(labels[i])) for i in range(n)]
+        images = rng.integers(0, 256, (n, 784), dtype=np.uint8)
+        if kind == "numpy uint8":
+            return [(images[i], int(labels[i])) for i in range(n)]
+        return [(images[i].tolist(), int(labels[i])) for i in range(n)]
+    rdd = sc.parallelize(range(partitions), partitions).mapPartitionsWithIndex(make).cache()
+    assert rdd.count() == rows
+    return rdd
+
+
+#: The DataFrame image columns: Spark ``array<float>`` and a 784-byte ``binary`` image.
+DF_KINDS = ("array<float>", "binary 784 bytes")
+
+
+def image_df(spark, rows: int, partitions: int, kind: str = "array<float>"):
+    """A cached DataFrame with an ``image`` column of the ``DF_KINDS`` kind and ``label long``
+    (``spark``: a SparkSession, classic or Connect)."""
+    if kind == "array<float>":
+        image = ("transform(sequence(1, 784), i -> cast(((id * 31 + i * 17) % 256) / 255.0"
+                 " as float))")
+    else:
+        image = ("unhex(concat_ws('', transform(sequence(1, 784),"
+                 " i -> lpad(hex((id * 31 + i * 17) % 256), 2, '0'))))")
+    df = spark.range(rows, numPartitions=partitions).selectExpr(
+        f"{image} as image", "id % 10 as label").cache()
+    assert df.count() == rows
+    return df
 
 
 def mnist_like_df(sc, rows: int, partitions: int):
@@ -114,3 +160,50 @@ def report(title: str, rows: int, results: dict[str, float], ratios: list[tuple[
             ratio = results[b] / results[a]
             verdict = "meets" if ratio >= target else "MISSES"
             print(f"  {a} / {b}: {ratio:6.2f}x (target >= {target:g}x: {verdict})")
+
+
+def epoch_rates(sc, run, map_fun, tf_args, data, warmup, rows: int, repeat: int, name: str,
+                num_nodes: int = 2) -> float:
+    """Median rows/s of one ``train()`` epoch over ``repeat`` clusters.
+
+    Each cluster first takes a warm-up epoch (larger than the nodes' buffers)
+    so that the consumers have started (imported TensorFlow) before the
+    measured epoch; cluster start and shutdown are not timed.
+    """
+    rates = []
+    for _ in range(repeat):
+        cluster = run(sc, map_fun, tf_args, num_nodes, 0, input_mode=1)
+        try:
+            cluster.train(warmup, num_epochs=1)
+            t0 = time.perf_counter()
+            cluster.train(data, num_epochs=1)
+            secs = time.perf_counter() - t0
+        finally:
+            cluster.shutdown()
+        rates.append(rows / secs)
+        print(f"  {name}: {secs:.2f} s ({rates[-1]:,.0f} rows/s)", flush=True)
+    return statistics.median(rates)
+
+
+def median_rate(name: str, rows: int, fn, repeat: int, warm: bool = True) -> float:
+    """Median rows/s of ``fn()`` over ``repeat`` runs, after one untimed run if ``warm``."""
+    if warm:
+        fn()
+    return rows / median_time(name, rows, fn, repeat)
+
+
+def report_rates(title: str, rates: dict[str, float],
+                 ratios: list[tuple[str, str, float]]) -> list[tuple[str, str, float, float]]:
+    """Print rows/s per variant and each ratio ``rate(a) / rate(b)`` against its target;
+    return ``(a, b, ratio, target)`` for the ratios measured."""
+    print(f"\n{title} (rows/s, median of runs)")
+    for name, rate in rates.items():
+        print(f"  {name:<58} {rate:12,.0f} rows/s")
+    out = []
+    for a, b, target in ratios:
+        if a in rates and b in rates:
+            ratio = rates[a] / rates[b]
+            verdict = "meets" if ratio >= target else "MISSES"
+            print(f"  {a} / {b}: {ratio:6.2f}x (target >= {target:g}x: {verdict})")
+            out.append((a, b, ratio, target))
+    return out

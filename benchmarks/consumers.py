@@ -23,6 +23,35 @@ def sparktf_count_tfdata(args, ctx):
     print("rows consumed:", rows)
 
 
+def sparktf_count_graph(args, ctx):
+    """Count rows of ``DataFeed.dataset()`` in a ``tf.function`` loop, as ``model.fit`` does."""
+    import tensorflow as tf
+    feed = ctx.get_data_feed()
+    ds = feed.dataset(args["batch_size"])
+
+    @tf.function
+    def count(ds):
+        n = tf.constant(0, tf.int64)
+        for x, _ in ds:
+            n += tf.shape(x, out_type=tf.int64)[0]
+        return n
+
+    rows = 0
+    while not feed.should_stop():  # one dataset iteration per fed epoch
+        rows += int(count(ds))
+    print("rows consumed:", rows)
+
+
+def sparktf_infer_columns(args, ctx):
+    """Inference through input_mapping (whole numpy columns): return each row's label."""
+    feed = ctx.get_data_feed(train_mode=False, input_mapping={args["column"]: "y"})
+    while not feed.should_stop():
+        batch = feed.next_batch(args["batch_size"])
+        if not len(batch["y"]):
+            break
+        feed.batch_results(batch["y"])
+
+
 def sparktf_infer(args, ctx):
     """Inference through next_batch / batch_results: return each row's label."""
     feed = ctx.get_data_feed(train_mode=False)

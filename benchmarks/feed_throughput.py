@@ -1,104 +1,112 @@
-"""Training-feed throughput: sparktf (RDD, DataFrame) vs Spark's ceiling vs TensorFlowOnSpark.
+"""Training-feed throughput: sparktf (RDD, DataFrame) vs Spark's ceilings vs TensorFlowOnSpark.
 
     .venv/bin/python benchmarks/feed_throughput.py [--rows 200000] [--repeat 3] [--skip-tfos]
 
-Prints rows/s of (a) sparktf with an RDD of numpy rows (a consumer that counts
-rows column-wise through DataFeed.next_batch; (a2) the same through the tf.data
-fast path), (b) sparktf with a DataFrame, (c) Spark's own ceiling
-(foreachPartition counting rows in Python), (d) TensorFlowOnSpark 2.2.5 and (e)
-Spark's own DataFrame-to-Arrow ceiling (mapInArrow counting rows), all on the
-same data, 2 nodes on local-cluster[2,1,2048], and the ratios against the
-targets.  Each sparktf and TFoS cluster first takes a 20,000-row warm-up epoch
-so that the measured epoch sees running consumers.
+For every row kind TFoS users feed (numpy float32 and uint8 images, Python
+lists of ints; 784 values + an int label) it measures, on the same cached RDD,
+(c) Spark's own ceiling (``foreachPartition`` counting rows in Python), (a)
+sparktf's feed to a consumer that counts rows column-wise through
+``DataFeed.next_batch`` and (d) TensorFlowOnSpark 2.2.5 (on ``--tfos-rows``
+rows: it is slow).  For DataFrames (an ``array<float>`` image column and a
+784-byte ``binary`` one) it measures (e) Spark's DataFrame-to-Arrow ceiling
+(``mapInArrow`` counting rows, warm: one untimed run first) and (b) sparktf's
+DataFrame feed; and (a2) ``DataFeed.dataset()`` iterated in graph mode (a
+``tf.function`` loop, as ``model.fit`` does) on the float32 rows.  2 nodes on
+local-cluster[2,1,2048]; every sparktf and TFoS cluster takes a 20,000-row
+warm-up epoch first.  Prints rows/s and every ratio of issue 16's targets.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import time
 
 import common
 import consumers
 
 
+def _extra(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tfos-rows", type=int, default=40_000, help="rows fed to TFoS")
+    p.add_argument("--only", default="", help="comma-separated parts: rdd,df,dataset,tfos")
+
+
 def main() -> None:
-    args = common.parse_args(__doc__)
-    tfos_path = None if args.skip_tfos else common.prepare_tfos()
+    args = common.parse_args(__doc__, _extra)
+    parts = set(args.only.split(",")) if args.only else {"rdd", "df", "dataset", "tfos"}
+    if args.skip_tfos:
+        parts.discard("tfos")
+    tfos_path = common.prepare_tfos() if "tfos" in parts else None
     sc = common.spark_context(tfos_path)
     from pyspark import cloudpickle
+    from pyspark.sql import SparkSession
     cloudpickle.register_pickle_by_value(consumers)
     logging.basicConfig(level=logging.WARNING)
     from sparktf import TFCluster
 
-    rdd = common.mnist_like_rdd(sc, args.rows, args.partitions)
-    warm_rdd = common.mnist_like_rdd(sc, 20_000, 2)
-    results: dict[str, float] = {}
+    rates: dict[str, float] = {}
+    ratios: list[tuple[str, str, float]] = []
 
     def count_partition(it):
         n = 0
         for _ in it:
             n += 1
 
-    name = "(c) Spark foreachPartition ceiling"
-    results[name] = common.median_time(name, args.rows,
-                                       lambda: rdd.foreachPartition(count_partition), args.repeat)
-
-    def train_with(run, map_fun, tf_args, data, warmup, name):
-        """Median time of train() alone; cluster start and shutdown are timed apart."""
-        clusters = []
-
-        def once():
-            cluster = run(sc, map_fun, tf_args, 2, 0, input_mode=1)
-            clusters.append(cluster)
-            # A warm-up epoch, larger than the nodes' buffers, so that the consumers
-            # have started (imported TensorFlow) before the measured epoch.
-            cluster.train(warmup, num_epochs=1)
-            t0 = time.perf_counter()
-            cluster.train(data, num_epochs=1)
-            return time.perf_counter() - t0
-
-        times = []
-        for _ in range(args.repeat):
-            times.append(once())
-            print(f"  {name}: {times[-1]:.2f} s ({args.rows / times[-1]:,.0f} rows/s)", flush=True)
-            t1 = time.perf_counter()
-            clusters.pop().shutdown()
-            print(f"  {name} shutdown: {time.perf_counter() - t1:.2f} s", flush=True)
-        return sorted(times)[len(times) // 2]
-
-    name = "(a) sparktf RDD of numpy rows"
-    results[name] = train_with(TFCluster.run, consumers.sparktf_count,
-                               {"batch_size": 256, "column": "_0"}, rdd, warm_rdd, name)
-    name = "(a2) sparktf RDD, tf.data fast path consumer"
-    results[name] = train_with(TFCluster.run, consumers.sparktf_count_tfdata,
-                               {"batch_size": 256, "epochs": 2}, rdd, warm_rdd, name)
-    df = common.mnist_like_df(sc, args.rows, args.partitions)
-    warm_df = common.mnist_like_df(sc, 20_000, 2)
     def count_batches(batches):
         import pyarrow as pa
         n = sum(b.num_rows for b in batches)
         yield pa.RecordBatch.from_pydict({"n": [n]})
 
-    name = "(e) Spark mapInArrow ceiling (DataFrame to Arrow)"
-    results[name] = common.median_time(
-        name, args.rows, lambda: df.mapInArrow(count_batches, "n long").collect(), args.repeat)
-    name = "(b) sparktf DataFrame"
-    results[name] = train_with(TFCluster.run, consumers.sparktf_count,
-                               {"batch_size": 256, "column": "image"}, df, warm_df, name)
-    df.unpersist()
-    if tfos_path:
-        from tensorflowonspark import TFCluster as TFoS
-        name = "(d) TensorFlowOnSpark 2.2.5"
-        results[name] = train_with(TFoS.run, consumers.tfos_count,
-                                   argparse.Namespace(batch_size=256), rdd, warm_rdd, name)
+    count = {"batch_size": 256, "column": "_0"}
+    for kind in common.ROW_KINDS:
+        if not parts & {"rdd", "tfos", "dataset"}:
+            break
+        rdd = common.rows_rdd(sc, args.rows, args.partitions, kind)
+        warm = common.rows_rdd(sc, 20_000, 2, kind)
+        ceiling, feed = f"(c) Spark foreachPartition, {kind}", f"(a) sparktf RDD feed, {kind}"
+        tfos = f"(d) TensorFlowOnSpark 2.2.5, {kind}"
+        target = 0.4 if kind == "list of ints" else 0.75
+        if "rdd" in parts:
+            rates[ceiling] = common.median_rate(ceiling, args.rows,
+                                                lambda: rdd.foreachPartition(count_partition),
+                                                args.repeat)
+            rates[feed] = common.epoch_rates(sc, TFCluster.run, consumers.sparktf_count, count,
+                                             rdd, warm, args.rows, args.repeat, feed)
+            ratios.append((feed, ceiling, target))
+        if "dataset" in parts and kind == "numpy float32":
+            name = "(a2) sparktf dataset(), graph-mode loop, numpy float32"
+            rates[name] = common.epoch_rates(sc, TFCluster.run, consumers.sparktf_count_graph,
+                                             {"batch_size": 256}, rdd, warm, args.rows,
+                                             args.repeat, name)
+            ratios.append((name, feed, 0.8))
+        if tfos_path:
+            from tensorflowonspark import TFCluster as TFoS
+            small = common.rows_rdd(sc, args.tfos_rows, args.partitions, kind)
+            rates[tfos] = common.epoch_rates(sc, TFoS.run, consumers.tfos_count,
+                                             argparse.Namespace(batch_size=256), small, warm,
+                                             args.tfos_rows, args.repeat, tfos)
+            ratios.append((feed, tfos, 20))
+            small.unpersist()
+        rdd.unpersist()
+        warm.unpersist()
 
-    common.report("Training feed throughput", args.rows, results, [
-        ("(a) sparktf RDD of numpy rows", "(d) TensorFlowOnSpark 2.2.5", 15),
-        ("(a) sparktf RDD of numpy rows", "(c) Spark foreachPartition ceiling", 0.6),
-        ("(b) sparktf DataFrame", "(a) sparktf RDD of numpy rows", 3),
-        ("(b) sparktf DataFrame", "(e) Spark mapInArrow ceiling (DataFrame to Arrow)", 0.6),
-    ])
+    if "df" in parts:
+        spark = SparkSession(sc)
+        for kind, rdd_kind in zip(common.DF_KINDS, ("numpy float32", "numpy uint8")):
+            df = common.image_df(spark, args.rows, args.partitions, kind)
+            warm = common.image_df(spark, 20_000, 2, kind)
+            ceiling = f"(e) Spark mapInArrow ceiling, {kind}"
+            feed = f"(b) sparktf DataFrame feed, {kind}"
+            rates[ceiling] = common.median_rate(
+                ceiling, args.rows, lambda: df.mapInArrow(count_batches, "n long").collect(),
+                args.repeat)
+            rates[feed] = common.epoch_rates(sc, TFCluster.run, consumers.sparktf_count,
+                                             {"batch_size": 256, "column": "image"}, df, warm,
+                                             args.rows, args.repeat, feed)
+            ratios += [(feed, ceiling, 0.9), (feed, f"(a) sparktf RDD feed, {rdd_kind}", 1.0)]
+            df.unpersist()
+            warm.unpersist()
+
+    common.report_rates("Training feed throughput", rates, ratios)
     sc.stop()
 
 

@@ -1,11 +1,16 @@
 """Authenticated framing for every socket sparktf opens (control and feed).
 
 A connection starts with a handshake in which each side sends a random nonce;
-both derive a session key ``HMAC(secret, nonces)``.  Every frame after that is::
+both derive a session key ``HMAC-SHA256(secret, nonces)``.  Every frame after that is::
 
-    header_len:u32  payload_len:u32  mac:32 bytes  header (JSON)  payload (bytes)
+    header_len:u32  payload_len:u32  mac:16 bytes  header (JSON)  payload (bytes)
 
-where ``mac = HMAC(session_key, direction || seq || lengths || header || payload)``.
+where ``mac = GMAC(session_key, nonce = direction || seq, lengths || header || payload)``:
+AES-256-GCM's tag over the frame as associated data, with nothing encrypted
+(NIST SP 800-38D's GMAC).  The (key, nonce) pair never repeats: the key is new
+for every connection and the sequence number counts each direction's frames.
+GMAC runs at memory speed with AES-NI, where HMAC-SHA256 took a sixth of a
+2-core machine's time in the training feed (``benchmarks/feed_throughput.py``).
 The MAC is checked before the header is parsed, so nothing read from the
 network is interpreted before it is authenticated; JSON is the only decoder
 used, never pickle.  The per-connection nonces and the sequence number make a
@@ -30,13 +35,15 @@ import struct
 import threading
 from typing import Any, Callable
 
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
 from .errors import ProtocolError
 
 MAGIC = b"STF1"
 NONCE_BYTES = 16
-MAC_BYTES = 32
+MAC_BYTES = 16
 _PREFIX = struct.Struct("!II")
-_SEQ = struct.Struct("!Q")
+_NONCE = struct.Struct("!c3xQ")  # GCM's 12-byte nonce: direction, 3 zero bytes, seq
 #: Largest JSON header accepted on an authenticated connection.
 MAX_HEADER = 1 << 20
 #: Largest header accepted before the peer has proven it knows the secret.
@@ -123,6 +130,7 @@ class Channel:
                  max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.sock = sock
         self._key = session_key
+        self._aes = algorithms.AES(session_key)
         self._out_dir = b"S" if is_server else b"C"
         self._in_dir = b"C" if is_server else b"S"
         self._send_seq = 0
@@ -154,11 +162,14 @@ class Channel:
 
     # -- frames ----------------------------------------------------------
     def _mac(self, direction: bytes, seq: int, prefix: bytes, header: bytes, payload) -> bytes:
-        m = hmac.new(self._key, direction + _SEQ.pack(seq) + prefix, hashlib.sha256)
-        m.update(header)
+        mac = Cipher(self._aes, modes.GCM(_NONCE.pack(direction, seq))).encryptor()
+        mac.authenticate_additional_data(prefix)
+        mac.authenticate_additional_data(header)
         if len(payload):
-            m.update(payload)
-        return m.digest()
+            # as unsigned bytes: a pyarrow buffer's memoryview is of format "b"
+            mac.authenticate_additional_data(memoryview(payload).cast("B"))
+        mac.finalize()
+        return mac.tag
 
     def send(self, header: dict, payload: bytes | memoryview = b"") -> None:
         """Send one frame: a JSON-serialisable dict and optional raw bytes."""

@@ -18,6 +18,7 @@ arrays becomes a ``FixedSizeList`` (shape kept in the field metadata).
 
 from __future__ import annotations
 
+import array
 import json
 from typing import Any, Iterable, Iterator
 
@@ -63,6 +64,37 @@ def _signature(value: Any) -> tuple:
     return ("other", type(value).__name__)
 
 
+#: ``array`` type codes for lists whose first value is a Python int or float.
+_LIST_CODES = {int: ("q", np.int64), float: ("d", np.float64)}
+
+
+def _number_lists(values: list) -> np.ndarray | None:
+    """``values``, equal-length lists of Python numbers, as a 2-D array, or None.
+
+    ``array.fromlist`` converts a list of ints (or floats) in one C loop, about
+    twice as fast as ``np.asarray`` (which first scans every value for its
+    type), and refuses any value of another type (a float among ints, a
+    string, None, a nested list); such lists, and lists whose first value is
+    neither an int nor a float, give None (the rows are then checked one by
+    one).  Wherever the result is not None it equals ``np.asarray(values)``.
+    """
+    first = values[0]
+    if type(first) is not list or not first:
+        return None
+    code = _LIST_CODES.get(type(first[0]))
+    if code is None:
+        return None
+    out = array.array(code[0])
+    try:
+        for v in values:
+            out.fromlist(v)
+    except (TypeError, OverflowError):
+        return None
+    if len(out) != len(values) * len(first):
+        return None  # lists of different lengths
+    return np.frombuffer(out, dtype=code[1]).reshape(len(values), len(first))
+
+
 def _column(name: str, values: Any) -> tuple[pa.Array, pa.Field]:
     """An Arrow column from a sequence of equal-kind values, and its field.
 
@@ -70,7 +102,10 @@ def _column(name: str, values: Any) -> tuple[pa.Array, pa.Field]:
     """
     first = values[0]
     if isinstance(first, (np.ndarray, list, tuple)):
-        arr = np.stack(values) if isinstance(first, np.ndarray) else np.asarray(values)
+        if isinstance(values, np.ndarray):
+            arr = values  # already one array (a 2-D result, or see _number_lists)
+        else:
+            arr = np.stack(values) if isinstance(first, np.ndarray) else np.asarray(values)
         shape = arr.shape[1:]
         width = int(np.prod(shape)) if shape else 1
         column = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), width)
@@ -120,10 +155,11 @@ class RowEncoder:
                 self._fail(index, f"field {name!r} is {got} but the first row's is {want}")
         return values
 
-    def _fast_columns(self, rows: list[Any]) -> list[list[Any]] | None:
+    def _fast_columns(self, rows: list[Any]) -> list[Any] | None:
         """The columns of ``rows`` if every row matches the schema, checked with
         C-speed set operations; None if any row may differ (then :meth:`_check`
-        walks the rows one by one to name the first bad one)."""
+        walks the rows one by one to name the first bad one).  A column of
+        lists of Python numbers comes back converted (a 2-D array)."""
         if self.kind == "dict":
             return None
         if len(set(map(type, rows))) != 1:
@@ -132,17 +168,21 @@ class RowEncoder:
             if set(map(len, rows)) != {len(self.names)}:
                 return None
             columns = [list(c) for c in zip(*rows)]
-        elif isinstance(rows[0], list):
-            return None
         else:
             columns = [rows]
-        for col, sig in zip(columns, self.signature):
+        for i, (col, sig) in enumerate(zip(columns, self.signature)):
             if len(set(map(type, col))) != 1:
                 return None
             if sig[0] == "nd" and ({a.shape for a in col} != {sig[1]}
                                    or {a.dtype.str for a in col} != {sig[2]}):
                 return None
-            if sig[0] == "seq" or (sig[0] == "scalar" and _signature(col[0]) != sig):
+            if sig[0] == "seq":
+                if set(map(len, col)) != {sig[1]}:
+                    return None
+                columns[i] = _number_lists(col)
+                if columns[i] is None:
+                    return None
+            if sig[0] == "scalar" and _signature(col[0]) != sig:
                 return None
         return columns
 

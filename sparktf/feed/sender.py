@@ -9,6 +9,10 @@ acknowledgements, so the nodes ingest in parallel.
 
 Inference: partition ``p`` goes whole to node ``p mod k``; each chunk's reply
 carries its results, so results come back in input order.
+
+Training keeps one chunk in flight: the task sends chunk ``i + 1`` before it
+reads the (small) acknowledgements of chunk ``i``, so that reading and
+encoding rows in the task overlaps with the nodes taking them in.
 """
 
 from __future__ import annotations
@@ -65,26 +69,42 @@ class NodeLink:
                             ) from None
         self.terminated = reply.get("type") == "terminated"
 
-    def send(self, batch: pa.RecordBatch) -> None:
-        self.chan.send({"type": "batch", "rows": batch.num_rows},
-                       memoryview(arrowconv.to_ipc(batch)))
+    def send(self, batch: pa.RecordBatch, partition: int) -> None:
+        """Send one batch; a node that has terminated meanwhile is marked, not an error."""
+        try:
+            self.chan.send({"type": "batch", "rows": batch.num_rows},
+                           memoryview(arrowconv.to_ipc(batch)))
+        except socket.timeout:
+            raise self._timeout(partition) from None
+        except OSError as e:
+            self._lost(e, partition)
+
+    def _timeout(self, partition: int) -> FeedTimeout:
+        return FeedTimeout(f"TF node {self.name} is alive but took no data for "
+                           f"{self.timeout:g}s (feed_timeout) while partition {partition} "
+                           "was fed; is map_fun reading its DataFeed?")
+
+    def _lost(self, e: BaseException, partition: int) -> None:
+        """The connection broke: the node terminated (marked so), else a FeedError."""
+        status = cluster_status(self.control, self.secret, self.tls)
+        if self.node in status.get("terminated", ()):
+            self.terminated = True
+            return
+        why = status.get("error")
+        raise FeedError(f"TF node {self.name} closed the feed while partition {partition} "
+                        f"was fed ({e or 'connection closed'}): "
+                        + (why or "its map_fun failed, exited or returned early")) from None
 
     def receive(self, partition: int) -> tuple[dict, bytearray]:
+        if self.terminated:
+            return {"type": "terminated"}, bytearray()
         try:
             msg, payload = self.chan.recv()
         except socket.timeout:
-            raise FeedTimeout(f"TF node {self.name} is alive but took no data for "
-                              f"{self.timeout:g}s (feed_timeout) while partition {partition} "
-                              "was fed; is map_fun reading its DataFeed?") from None
+            raise self._timeout(partition) from None
         except (EOFError, OSError) as e:
-            status = cluster_status(self.control, self.secret, self.tls)
-            if self.node in status.get("terminated", ()):
-                self.terminated = True
-                return {"type": "terminated"}, bytearray()
-            why = status.get("error")
-            raise FeedError(f"TF node {self.name} closed the feed while partition {partition} "
-                            f"was fed ({e or 'connection closed'}): "
-                            + (why or "its map_fun failed, exited or returned early")) from None
+            self._lost(e, partition)
+            return {"type": "terminated"}, bytearray()
         if msg.get("type") == "error":
             raise FeedError(f"TF node {self.name}: {msg.get('error')}")
         if msg.get("type") == "terminated":
@@ -135,6 +155,7 @@ def feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: b
     links = [NodeLink(n, secret, hello, feed_timeout) for n in nodes]
     try:
         rotate = partition % len(links)
+        unacked: list[tuple[NodeLink, int]] = []
         for batch in chunks(data, partition, arrow):
             live = [link for link in links if not link.terminated]
             if not live:
@@ -144,16 +165,38 @@ def feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: b
             sent = []
             for link, part in zip(live, slices):
                 if part.num_rows:
-                    link.send(part)
+                    link.send(part, partition)
                     sent.append((link, part.num_rows))
-            for link, rows in sent:
-                msg, _ = link.receive(partition)
-                if msg.get("type") == "ack":
-                    link.rows += rows
+            # One chunk in flight: the nodes take this one while the task reads (and
+            # encodes) the next; the previous one's acknowledgements are awaited now.
+            _acknowledged(unacked, partition)
+            unacked = sent
+        _acknowledged(unacked, partition)
     finally:
         for link in links:
             link.close()
     return {link.node: link.rows for link in links}
+
+
+def _acknowledged(sent: list[tuple[NodeLink, int]], partition: int) -> None:
+    """Wait for the replies to ``sent`` (link, rows) and count the rows acknowledged."""
+    for link, rows in sent:
+        msg, _ = link.receive(partition)
+        if msg.get("type") == "ack":
+            link.rows += rows
+
+
+def _results(link: NodeLink, batch: pa.RecordBatch, partition: int) -> pa.RecordBatch:
+    """The node's results for ``batch``, the batch just sent."""
+    msg, payload = link.receive(partition)
+    if msg.get("type") != "results":
+        raise FeedError(f"TF node {link.name} stopped taking data during inference "
+                        f"(partition {partition})")
+    result = arrowconv.from_ipc(payload)
+    if result.num_rows != batch.num_rows:
+        raise FeedError(f"partition {partition}: TF node {link.name} returned "
+                        f"{result.num_rows} results for {batch.num_rows} rows")
+    return result
 
 
 def feed_inference(partition: int, data: Iterable[Any], node: dict, secret: bytes,
@@ -169,16 +212,14 @@ def feed_inference(partition: int, data: Iterable[Any], node: dict, secret: byte
         if link.terminated:
             raise FeedError(f"TF node {link.name} called terminate() and takes no inference "
                             f"data (partition {partition})")
+        # One chunk at a time (no chunk in flight): the reply carries results, maybe as
+        # large as the chunk, and the node reads the next chunk only once it has sent
+        # them, so two large frames crossing could fill both sockets' buffers.
         for batch in (data if chunked else chunks(data, partition, arrow)):
-            link.send(batch)
-            msg, payload = link.receive(partition)
-            if msg.get("type") != "results":
-                raise FeedError(f"TF node {link.name} stopped taking data during inference "
+            link.send(batch, partition)
+            if link.terminated:
+                raise FeedError(f"TF node {link.name} terminated during inference "
                                 f"(partition {partition})")
-            result = arrowconv.from_ipc(payload)
-            if result.num_rows != batch.num_rows:
-                raise FeedError(f"partition {partition}: TF node {link.name} returned "
-                                f"{result.num_rows} results for {batch.num_rows} rows")
-            yield result
+            yield _results(link, batch, partition)
     finally:
         link.close()

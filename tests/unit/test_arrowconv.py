@@ -40,6 +40,36 @@ def test_lists_of_numbers_are_vectors_and_dicts_and_rows_keep_names():
     assert out == [{"x": 1.5, "y": "a"}, {"x": 2.5, "y": "b"}]
 
 
+@pytest.mark.parametrize("lists,fast", [
+    ([[1, 2], [3, 4]], True), ([[1.5, 2], [3, 4]], True), ([[1, True], [3, 4]], True),
+    ([[1.0, True], [2, 3]], True), ([[1, np.int64(2)], [3, 4]], True),
+    ([[1.0, np.float32(2)], [3, 4]], True),
+    # left to np.asarray (a float among ints, too large, not numbers, ragged, tuples):
+    ([[1, 2.5], [3, 4]], False), ([[2**63, 1], [1, 2]], False), ([[1, "a"], [1, 2]], False),
+    ([[True, False], [True, True]], False), ([[1, 2], [3]], False), ([(1, 2), (3, 4)], False),
+])
+def test_lists_of_numbers_convert_as_numpy_would(lists, fast):
+    got = arrowconv._number_lists(lists)
+    assert (got is not None) == fast
+    if fast:
+        want = np.asarray(lists)
+        assert got.dtype == want.dtype and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+
+
+def test_list_rows_keep_their_dtype_and_bad_ones_are_named():
+    rows = [(list(range(i, i + 784)), i) for i in range(10)]
+    batches, out = roundtrip(rows)
+    assert batches[0].column(0).type == pa.list_(pa.int64(), 784)
+    np.testing.assert_array_equal(out[7][0], np.arange(7, 791))
+    _, out = roundtrip([([0.5] * 3, 1), ([1, 2, 3], 2)])
+    assert out[1][0].dtype == np.float64
+    with pytest.raises(FeedError, match="partition 3, row 2: .*field '_0'"):
+        list(arrowconv.encode_rows([([1, 2], 1)] * 2 + [([1, 2, 3], 1)], 3, 100))
+    with pytest.raises(FeedError, match="partition 3, row 1: .*differs"):
+        list(arrowconv.encode_rows([[1, 2], [1, [2]]], 3, 100))
+
+
 @pytest.mark.parametrize("rows,where,why", [
     ([(1, 2), None], "row 1", "is None"),
     ([(1, 2), (1, 2, 3)], "row 1", "fields"),

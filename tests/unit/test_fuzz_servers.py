@@ -53,7 +53,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from sparktf import tls
+from sparktf import tls, wire
 from sparktf.control import ControlClient, ControlServer, cluster_status
 from sparktf.feed import arrowconv
 from sparktf.feed.receiver import FeedServer, Item
@@ -480,7 +480,7 @@ def truncated(draw, t) -> Scenario:
     frames = [(t.hello, b"")] + [t.message(i) for i in range(draw(st.integers(0, 2)))]
     k = draw(st.integers(0, len(frames) - 1))
     body, payload = frames[k]
-    size = 8 + 32 + len(body) + len(payload)
+    size = 8 + wire.MAC_BYTES + len(body) + len(payload)
     cut = draw(st.integers(0 if k == 0 else 1, size - 1))  # cut 0 of frame k > 0: clean end
 
     def send(peer: Peer) -> None:
