@@ -22,6 +22,7 @@ import consumers
 
 def _extra(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", default="2,4,8", help="comma-separated node counts")
+    p.add_argument("--skip-df", action="store_true", help="feed only the RDD")
 
 
 def main() -> None:
@@ -43,12 +44,13 @@ def main() -> None:
         rates[name] = common.epoch_rates(sc, TFCluster.run, consumers.sparktf_count,
                                          {"batch_size": 256, "column": "_0"}, rdd, warm,
                                          args.rows, args.repeat, name, num_nodes=n)
-        df = common.image_df(SparkSession(sc), args.rows, args.partitions)
-        dwarm = common.image_df(SparkSession(sc), 4_000 * n, n)
         dname = f"DataFrame feed, {n} nodes"
-        rates[dname] = common.epoch_rates(sc, TFCluster.run, consumers.sparktf_count,
-                                          {"batch_size": 256, "column": "image"}, df, dwarm,
-                                          args.rows, args.repeat, dname, num_nodes=n)
+        if not args.skip_df:
+            df = common.image_df(SparkSession(sc), args.rows, args.partitions)
+            dwarm = common.image_df(SparkSession(sc), 4_000 * n, n)
+            rates[dname] = common.epoch_rates(sc, TFCluster.run, consumers.sparktf_count,
+                                              {"batch_size": 256, "column": "image"}, df, dwarm,
+                                              args.rows, args.repeat, dname, num_nodes=n)
         if n != counts[0]:
             ratios += [(name, f"RDD feed, {counts[0]} nodes", 0.0),
                        (dname, f"DataFrame feed, {counts[0]} nodes", 0.0)]

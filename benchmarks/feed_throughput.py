@@ -28,6 +28,8 @@ import consumers
 def _extra(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tfos-rows", type=int, default=40_000, help="rows fed to TFoS")
     p.add_argument("--only", default="", help="comma-separated parts: rdd,df,dataset,tfos")
+    p.add_argument("--kinds", default=",".join(common.ROW_KINDS),
+                   help="comma-separated RDD row kinds")
 
 
 def main() -> None:
@@ -57,7 +59,7 @@ def main() -> None:
         yield pa.RecordBatch.from_pydict({"n": [n]})
 
     count = {"batch_size": 256, "column": "_0"}
-    for kind in common.ROW_KINDS:
+    for kind in args.kinds.split(","):
         if not parts & {"rdd", "tfos", "dataset"}:
             break
         rdd = common.rows_rdd(sc, args.rows, args.partitions, kind)
