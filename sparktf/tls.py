@@ -1,4 +1,4 @@
-"""TLS 1.3 for the control and feed channels (confidentiality; the HMAC framing stays).
+"""TLS 1.3 for the control and feed channels (confidentiality; the MAC framing stays).
 
 When is it on: ``TFCluster.run(..., encrypt=None)`` (the default) turns it on
 when the Spark application encrypts its own traffic (:data:`SPARK_SETTINGS`);
