@@ -204,6 +204,7 @@ def report_rates(title: str, rates: dict[str, float],
         if a in rates and b in rates:
             ratio = rates[a] / rates[b]
             verdict = "meets" if ratio >= target else "MISSES"
-            print(f"  {a} / {b}: {ratio:6.2f}x (target >= {target:g}x: {verdict})")
+            print(f"  {a} / {b}: {ratio:6.2f}x" + (f" (target >= {target:g}x: {verdict})"
+                                                   if target > 0 else ""))
             out.append((a, b, ratio, target))
     return out

@@ -13,6 +13,7 @@ and Connect/classic (target >= 0.8x).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -90,19 +91,25 @@ def measure(spark, session, args, rates) -> None:
     warm.unpersist()
 
 
-def main() -> None:
-    args = common.parse_args(__doc__)
+def _extra(p) -> None:
+    p.add_argument("--session", choices=["classic", "connect"], default=None,
+                   help="measure one kind of session only (run by the parent process)")
+
+
+def measure_session(args) -> dict[str, float]:
+    """The rates of one kind of session, in this process (pyspark refuses a Connect session
+    in a process that ran a classic one, so each kind runs in a process of its own)."""
     from pyspark import cloudpickle
     from pyspark.sql import SparkSession
     cloudpickle.register_pickle_by_value(consumers)
     logging.basicConfig(level=logging.WARNING)
     rates: dict[str, float] = {}
-
-    sc = common.spark_context()
-    pythonpath = sc.getConf().get("spark.executorEnv.PYTHONPATH")
-    measure(SparkSession(sc), "classic", args, rates)
-    sc.stop()
-
+    if args.session == "classic":
+        sc = common.spark_context()
+        measure(SparkSession(sc), "classic", args, rates)
+        sc.stop()
+        return rates
+    pythonpath = os.pathsep.join([common.HERE] + sys.path)  # as common.spark_context sets it
     with tempfile.TemporaryDirectory(prefix="sparktf-connect-bench-") as base:
         url, pid = start_connect_server(base, pythonpath)
         try:
@@ -111,7 +118,24 @@ def main() -> None:
             spark.stop()
         finally:
             stop(pid)
+    return rates
 
+
+def main() -> None:
+    args = common.parse_args(__doc__, _extra)
+    if args.session:
+        print("RATES " + json.dumps(measure_session(args)), flush=True)
+        return
+    rates: dict[str, float] = {}
+    for session in ("classic", "connect"):
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--session", session,
+                              "--rows", str(args.rows), "--partitions", str(args.partitions),
+                              "--repeat", str(args.repeat)], stdout=subprocess.PIPE, text=True)
+        lines = [line for line in out.stdout.splitlines() if line.startswith("RATES ")]
+        print(out.stdout.replace("RATES ", "  rates: "), end="", flush=True)
+        if out.returncode or not lines:
+            raise SystemExit(f"the {session} measurement failed (exit {out.returncode})")
+        rates.update(json.loads(lines[-1][len("RATES "):]))
     common.report_rates("DataFrame feed, Spark Connect vs classic", rates, [
         ("Connect: sparktf DataFrame feed", "classic: sparktf DataFrame feed", 0.8),
         ("classic: sparktf DataFrame feed", "classic: Spark mapInArrow ceiling", 0.9),
