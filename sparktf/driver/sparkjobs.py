@@ -111,16 +111,22 @@ class Spark:
         """On YARN, executors can be asked for and never granted: what YARN must allow."""
         if (self.conf("spark.master") or "") != "yarn":
             return ""
+        queue, url = self.conf("spark.yarn.queue") or "default", self.yarn_app_url()
         return ("\nOn YARN, executors asked for may never be granted: each needs "
                 f"spark.executor.memory={self.conf('spark.executor.memory') or '(unset)'} + "
                 "spark.executor.memoryOverhead="
-                f"{self.conf('spark.executor.memoryOverhead') or '(unset)'} within "
+                f"{self.conf('spark.executor.memoryOverhead') or '(unset: max(384m, 10%))'} within "
                 "yarn.scheduler.maximum-allocation-mb and a NodeManager's "
                 "yarn.nodemanager.resource.memory-mb, and spark.executor.cores within "
                 "yarn.scheduler.maximum-allocation-vcores and "
                 "yarn.nodemanager.resource.cpu-vcores, in a queue with capacity to spare "
-                f"(spark.yarn.queue={self.conf('spark.yarn.queue') or 'default'}); the "
-                "ResourceManager UI shows pending containers.")
+                f"(spark.yarn.queue={queue}: yarn.scheduler.capacity.root.{queue}.capacity "
+                f"and .maximum-capacity); the ResourceManager UI shows pending containers"
+                f"{' at ' + url if url else ''}.")
+
+    def yarn_app_url(self) -> str | None:
+        """This application's page in the YARN ResourceManager UI, where it can be told."""
+        return None
 
     def _gpu_slots(self) -> str:
         """GPUs (sparktf.gpus): what limits the slots when tasks ask for GPUs."""
@@ -163,6 +169,12 @@ class ClassicSpark(Spark):
 
     def default_fs(self) -> str:
         return self.sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///"
+
+    def yarn_app_url(self) -> str | None:
+        address = self.sc._jsc.hadoopConfiguration().get("yarn.resourcemanager.webapp.address")
+        if not address or address.startswith("0.0.0.0:"):   # unset, or HA (one per RM id)
+            return None
+        return f"http://{address}/cluster/app/{self.sc.applicationId}"
 
     def slots(self) -> int:
         jsc = self.sc._jsc.sc()

@@ -57,7 +57,9 @@ def uploads(monkeypatch):
     return calls
 
 
-def test_mirror_uploads_new_and_changed_files_only(webhdfs_server, tmp_path, uploads):
+@pytest.mark.parametrize("client", ["namenode", "webhdfs"])
+def test_mirror_uploads_new_and_changed_files_only(hadoop, client, tmp_path, uploads):
+    """To a real NameNode, over hdfs:// (hdfs-native) and webhdfs://."""
     local = tmp_path / "logs"
     (local / "train").mkdir(parents=True)
     (local / "train" / "events.1").write_bytes(b"first")
@@ -65,15 +67,13 @@ def test_mirror_uploads_new_and_changed_files_only(webhdfs_server, tmp_path, upl
     (local / "validation" / "events.2").write_bytes(b"second")
     (local / "workertemp_1").mkdir()  # a non-chief Keras worker's temporary copy: skipped
     (local / "workertemp_1" / "events.3").write_bytes(b"temporary")
-    name = f"tb-{uuid.uuid4().hex[:8]}"
-    url = f"{webhdfs_server.url}/{name}"
+    url = f"{getattr(hadoop, client)}/tmp/tb-{uuid.uuid4().hex[:8]}"
     mirror = logsync.Mirror(str(local), url)
 
     assert mirror.sync()
     assert uploads == [f"{url}/train/events.1", f"{url}/validation/events.2"]
-    remote = os.path.join(webhdfs_server.root, name)
-    assert open(os.path.join(remote, "train", "events.1"), "rb").read() == b"first"
-    assert not os.path.exists(os.path.join(remote, "workertemp_1"))
+    assert fs.open_input(f"{url}/train/events.1").read() == b"first"
+    assert not fs.exists(f"{url}/workertemp_1")
 
     uploads.clear()
     assert mirror.sync() and uploads == []          # nothing changed: nothing uploaded
@@ -83,7 +83,7 @@ def test_mirror_uploads_new_and_changed_files_only(webhdfs_server, tmp_path, upl
     (local / "train" / "events.4").write_bytes(b"new")
     assert mirror.sync()
     assert uploads == [f"{url}/train/events.1", f"{url}/train/events.4"]
-    assert open(os.path.join(remote, "train", "events.1"), "rb").read() == b"first and more"
+    assert fs.open_input(f"{url}/train/events.1").read() == b"first and more"
 
 
 def test_failing_upload_warns_once_and_is_retried(tmp_path, caplog, uploads):

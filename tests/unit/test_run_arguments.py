@@ -61,5 +61,6 @@ def test_the_slot_message_names_what_yarn_must_allow():
     assert "needs 4 task slots" in text and "only 2" in text
     for name in ("spark.executor.memory=4g", "yarn.scheduler.maximum-allocation-mb",
                  "yarn.nodemanager.resource.memory-mb", "yarn.nodemanager.resource.cpu-vcores",
-                 "spark.yarn.queue=default", "ResourceManager UI"):
+                 "spark.yarn.queue=default", "yarn.scheduler.capacity.root.default.capacity",
+                 "ResourceManager UI"):
         assert name in text

@@ -91,21 +91,28 @@ def parser():
     p.add_argument("--model_dir", default="mnist_model", help="checkpoints, to resume from")
     p.add_argument("--export_dir", default="mnist_export")
     p.add_argument("--report_dir", default="", help="where each worker reports what it read")
+    p.add_argument("--max_restarts", type=int, default=0,
+                   help="restart the TF cluster this often when a node or executor is lost")
     return p
 
 
-def run(sc, args, env=None):
-    """Train on SparkContext ``sc``; ``env``: extra environment variables for the TF nodes."""
+def run(sc, args, env=None, main=None):
+    """Train on SparkContext ``sc``; ``env``: extra environment variables for the TF nodes.
+
+    ``main`` replaces :func:`main_fun` (a wrapper around it); returns the shut-down cluster.
+    """
     from sparktf import TFCluster
 
     model_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_model.py")
     if os.path.exists(model_py):   # on YARN in cluster mode it comes with --py-files instead
         sc.addPyFile(model_py)
-    cluster = TFCluster.run(sc, main_fun, args, args.cluster_size, env=env,
-                            input_mode=TFCluster.InputMode.TENSORFLOW, master_node="chief")
+    cluster = TFCluster.run(sc, main or main_fun, args, args.cluster_size, env=env,
+                            input_mode=TFCluster.InputMode.TENSORFLOW, master_node="chief",
+                            max_restarts=args.max_restarts)
     cluster.shutdown()
     print(f"mnist_tf: trained {args.epochs} epochs on {args.cluster_size} nodes; "
           f"model exported to {args.export_dir}", flush=True)
+    return cluster
 
 
 def main() -> None:
