@@ -31,6 +31,7 @@ micro-batch in flight completes.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
@@ -189,6 +190,9 @@ def main() -> None:
         p.error("a DStream has no availableNow: stop it with --stop_after_rows, "
                 "python -m sparktf stop, or SIGTERM")
 
+    # sparktf's progress and the stop command's line (python -m sparktf stop PATH) on stderr
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sparktf").setLevel(logging.INFO)
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
     sc = SparkContext.getOrCreate()
