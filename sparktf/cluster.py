@@ -133,7 +133,7 @@ class TFCluster:
 
     def train(self, dataRDD: Any, num_epochs: int = 1, feed_timeout: float = 600,  # noqa: N803
               qname: str = "input", *, checkpoint_location: str | None = None,
-              trigger: dict | None = None) -> Any:
+              trigger: dict | None = None, cache: bool = False) -> Any:
         """Feed an RDD or a DataFrame to the training nodes ``num_epochs`` times.
 
         Each row reaches exactly one node once per epoch; nodes end each epoch
@@ -147,24 +147,43 @@ class TFCluster:
         query (with ``checkpoint_location`` and ``trigger``, e.g.
         ``{"processingTime": "5 seconds"}``) is started and returned.  See
         :mod:`sparktf.driver.streaming` and ``shutdown(ssc)``.
+
+        ``cache=True``: Spark feeds the data once; the nodes keep the rows they
+        received (in memory up to ``SPARKTF_CACHE_MEMORY_MB``, past it in an
+        encrypted private spill file) and replay epochs 2..N themselves,
+        shuffled within each node, with the same epoch agreement
+        (:mod:`sparktf.feed.cache`).
         """
         self._check_feed("train", qname)
         if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
             raise ConfigError(f"num_epochs must be an integer >= 1, got {num_epochs!r}")
         if is_stream(dataRDD):  # streaming hook
+            if cache:
+                raise ConfigError("train(cache=True) needs a batch RDD or DataFrame, not a "
+                                  "stream: a micro-batch is fed num_epochs times")
             return self._streams.train(dataRDD, num_epochs, feed_timeout, checkpoint_location,
                                        trigger)
+        cached = None  # cache=True: (fed epoch, its counts) that the nodes hold
         for epoch in range(num_epochs):
             description = f"sparktf train epoch {epoch + 1}/{num_epochs}"
             while True:
                 try:
-                    counts = self._feeder.train_epoch(self._attempt, dataRDD, description,
-                                                      feed_timeout)
+                    if cached is None:
+                        source = self._feeder.epochs_fed
+                        counts = self._feeder.train_epoch(
+                            self._attempt, dataRDD, description, feed_timeout,
+                            cache=cache and epoch < num_epochs - 1)
+                        if cache and counts and sum(counts.values()):
+                            cached = (source, counts)
+                    else:
+                        counts = self._feeder.replay_epoch(self._attempt, *cached,
+                                                           description, feed_timeout)
                     break
                 except SparkTFError:
                     if not self._may_restart():
                         raise
                     self._restart()  # then feed this epoch again from its start
+                    cached = None  # the new nodes hold no cache: Spark feeds it
             if counts is None:
                 logger.info("sparktf train: every node called terminate(); stopping the feed")
                 return
@@ -258,7 +277,8 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
         eval_node: bool = False, release_port: bool = True, *, max_restarts: int = 0,
         legacy_keras: bool = True, env: dict[str, str] | None = None,
         node_dir: str | None = None, keep_node_dirs: bool = False,
-        encrypt: bool | None = None, num_gpus: int | None = None) -> TFCluster:
+        encrypt: bool | None = None, num_gpus: int | None = None,
+        strict_feed: bool = False) -> TFCluster:
     """Start ``num_executors`` TF nodes on the Spark executors and run ``map_fun`` on each.
 
     Arguments as in TensorFlowOnSpark's ``TFCluster.run`` (``tf_args`` given as
@@ -290,6 +310,10 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
       (``spark.task.resource.gpu.amount``); without it, the free GPUs that
       ``nvidia-smi`` lists on each host are split among its nodes. ps nodes and
       TensorBoard never get a GPU.
+    * ``strict_feed``: a node whose ``map_fun`` returns while fed rows it never
+      read are still buffered (or still to be replayed from its cache) fails
+      the cluster with :class:`FeedError` naming the node and the count,
+      instead of the default warning.
 
     Returns once every node runs ``map_fun``; raises :class:`ReservationTimeout`
     if that does not happen within ``reservation_timeout`` seconds.
@@ -320,7 +344,7 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
         driver_ps_nodes=driver_ps_nodes, reservation_timeout=reservation_timeout,
         tensorboard_node=rolemod.tensorboard_node(roles) if tensorboard else None,
         keep_node_dirs=keep_node_dirs, tls=tlsmod.for_cluster(encrypt, spark),
-        num_gpus=num_gpus)
+        num_gpus=num_gpus, strict_feed=bool(strict_feed))
     cluster = TFCluster(config, max_restarts)
     cluster._start()
     return cluster

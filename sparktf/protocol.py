@@ -211,6 +211,19 @@ class Finished(Message):
 
 
 @dataclass(frozen=True)
+class Replayed(Message):
+    """Cached feeding: how the node's replay of ``epoch`` ended: ``status`` "ok" (``rows``
+    queued), "closed" (``map_fun`` returned or called ``terminate()`` first), "timeout"
+    (no data taken for ``feed_timeout``) or "error" (``error`` says what)."""
+
+    TYPE: ClassVar[str] = "replayed"
+    epoch: int
+    rows: int = 0
+    status: str = "ok"
+    error: str = ""
+
+
+@dataclass(frozen=True)
 class Terminated(Message):
     """The node called ``DataFeed.terminate()``: it takes no more data."""
 
@@ -249,6 +262,18 @@ class EpochEnd(Message):
     TYPE: ClassVar[str] = "epoch_end"
     epoch: int
     counts: dict
+
+
+@dataclass(frozen=True)
+class ReplayEpoch(Message):
+    """Cached feeding: replay the rows cached in fed epoch ``source`` as epoch ``epoch``,
+    ending it with ``counts`` (the fed epoch's); see :mod:`sparktf.feed.cache`."""
+
+    TYPE: ClassVar[str] = "replay_epoch"
+    epoch: int
+    source: int
+    counts: dict
+    feed_timeout: float
 
 
 @dataclass(frozen=True)
@@ -291,7 +316,7 @@ class Silent(Message):
 
 _TYPES: dict[str, type[Message]] = {cls.TYPE: cls for cls in (
     Started, Exited, LogsReply, TensorBoardUp, Ready, Finished, Terminated, EpochDone, Stop,
-    LogsRequest, EpochEnd, EndFeed, StopRequest, StopReply)}
+    LogsRequest, EpochEnd, EndFeed, StopRequest, StopReply, ReplayEpoch, Replayed)}
 
 
 def decode(msg: dict) -> Message:

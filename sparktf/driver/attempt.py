@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from .. import protocol
 from ..control import ControlServer
-from ..errors import ProtocolError, ReservationTimeout, SparkTFError
+from ..errors import FeedError, ProtocolError, ReservationTimeout, SparkTFError
 from ..node import launcher, procs
 from ..roles import TRAINING_JOBS, Role
 from .sparkjobs import Spark
@@ -60,6 +60,7 @@ class ClusterConfig:
     keep_node_dirs: bool
     tls: Any = None  # a sparktf.tls.Identity when the cluster encrypts its channels
     num_gpus: int | None = None  # GPUs (sparktf.gpus): run(num_gpus=...)
+    strict_feed: bool = False  # run(strict_feed=True): unread fed rows fail the cluster
 
 
 def task_error(text: str) -> str:
@@ -94,6 +95,7 @@ class Attempt:
         self.error: SparkTFError | None = None
         self.terminated: set[int] = set()  # nodes that called DataFeed.terminate()
         self.epochs_done: dict[int, int] = {}  # node -> the last fed epoch it is done with
+        self.replayed: dict[int, protocol.Replayed] = {}  # each node's last replay report
         self.tensorboard_url: str | None = None
         self._cond = threading.Condition()
         self._stopping = False  # nodes are being stopped on purpose
@@ -243,6 +245,8 @@ class Attempt:
             self._logs[node] = msg.text
         elif isinstance(msg, protocol.EpochDone):
             self.epochs_done[node] = max(msg.epoch, self.epochs_done.get(node, -1))
+        elif isinstance(msg, protocol.Replayed):
+            self.replayed[node] = msg
         elif isinstance(msg, protocol.Terminated):
             self.terminated.add(node)
             logger.info("sparktf node %s called terminate(): it takes no more data",
@@ -250,7 +254,8 @@ class Attempt:
         else:
             if isinstance(msg, protocol.Started) and self._cluster_spec is None:
                 self._cluster_spec = msg.cluster_spec
-            if isinstance(msg, protocol.Finished) and msg.unread:
+            unread = msg.unread if isinstance(msg, protocol.Finished) else 0
+            if unread and not self.config.strict_feed:
                 logger.warning("sparktf node %s: map_fun returned with %d fed rows unread (they "
                                "were delivered to it, not trained on); read the DataFeed until "
                                "should_stop(), or call terminate() to stop the feed",
@@ -263,6 +268,11 @@ class Attempt:
                 self._fail_locked(outcome.failure)
             elif outcome.log:
                 logger.info("sparktf node %s %s", outcome.state.describe(), outcome.log)
+            if unread and self.config.strict_feed:
+                self._fail_locked(FeedError(
+                    f"sparktf node {outcome.state.describe()}: map_fun returned with {unread} "
+                    "fed rows unread (strict_feed=True); read the DataFeed until "
+                    "should_stop(), or call terminate() to stop the feed"))
             if outcome.check_silence:
                 return (node, "silent", {})
         return None

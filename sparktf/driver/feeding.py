@@ -81,10 +81,12 @@ class Feeder:
             done.set()
 
     def train_epoch(self, attempt: Attempt, data: Any, description: str,
-                    feed_timeout: float, batch_id: int | None = None) -> dict[int, int] | None:
+                    feed_timeout: float, batch_id: int | None = None,
+                    cache: bool = False) -> dict[int, int] | None:
         """Feed ``data`` once; return rows per node, or None if every node terminated.
 
         ``batch_id``: the streaming micro-batch this epoch is (``DataFeed.batch_id``).
+        ``cache``: the nodes keep the rows to replay them (:meth:`replay_epoch`).
         """
         nodes = attempt.data_nodes()
         if not nodes:
@@ -94,7 +96,7 @@ class Feeder:
         task = functools.partial(
             sender.feed_train, nodes=_feed_targets(attempt, nodes),
             secret=attempt.config.secret, epoch=self.epochs_fed, partitions=partitions,
-            feed_timeout=feed_timeout, arrow=arrow, batch=batch_id)
+            feed_timeout=feed_timeout, arrow=arrow, batch=batch_id, cache=cache)
         started = time.monotonic()
         counts = self.run_job(attempt, description, lambda: _train_job(data, task, arrow))
         elapsed = time.monotonic() - started
@@ -105,6 +107,49 @@ class Feeder:
         logger.info("%s: %d rows in %.1fs (%.0f rows/s); %s", description, total, elapsed,
                     total / max(elapsed, 1e-9),
                     ", ".join(f"{n.role.name} {counts.get(n.node, 0)}" for n in nodes))
+        return counts
+
+    def replay_epoch(self, attempt: Attempt, source: int, counts: dict[int, int],
+                     description: str, feed_timeout: float) -> dict[int, int] | None:
+        """Have every node replay the rows it cached in fed epoch ``source`` as the next
+        epoch (no Spark job); return rows per node as :meth:`train_epoch` does.
+
+        Returns once every node has queued its rows (as a fed epoch returns once its rows
+        are in the nodes' buffers); a node that takes nothing for ``feed_timeout``
+        raises :class:`FeedTimeout` naming it.
+        """
+        nodes = attempt.data_nodes()
+        if not nodes:
+            return None
+        epoch = self.epochs_fed
+        started = time.monotonic()
+        attempt.send_nodes(nodes, protocol.ReplayEpoch(
+            epoch, source, {str(n): c for n, c in counts.items()}, float(feed_timeout)))
+
+        def settled() -> bool:  # called with the attempt's lock held
+            return attempt.error is not None or all(
+                (n.node in attempt.replayed and attempt.replayed[n.node].epoch == epoch)
+                or attempt.nodes[n.node].done or n.node in attempt.terminated for n in nodes)
+
+        attempt.wait_until(settled)
+        if attempt.error is not None:
+            raise attempt.error
+        for n in nodes:
+            report = attempt.replayed.get(n.node)
+            if report is None or report.epoch != epoch or report.status in ("ok", "closed"):
+                continue
+            if report.status == "timeout":
+                raise errors.FeedTimeout(
+                    f"TF node {n.role.name} is alive but took no data for {feed_timeout:g}s "
+                    f"(feed_timeout) while it replayed cached {description}; is map_fun "
+                    "reading its DataFeed?")
+            raise FeedError(f"TF node {n.role.name} could not replay {description}: "
+                            f"{report.error}")
+        self.epochs_fed += 1
+        elapsed = time.monotonic() - started
+        total = sum(counts.values())
+        logger.info("%s (replayed by the nodes from their cache): %d rows queued in %.1fs "
+                    "(%.0f rows/s)", description, total, elapsed, total / max(elapsed, 1e-9))
         return counts
 
     def inference(self, attempt: Attempt, data: Any, feed_timeout: float,

@@ -28,6 +28,7 @@ from .. import protocol
 from ..errors import ConfigError, FeedError, ProtocolError
 from ..wire import Channel, HandshakeDeadline, close_listener, peername, serve
 from . import arrowconv
+from .cache import EpochCache
 
 logger = logging.getLogger(__name__)
 
@@ -106,11 +107,14 @@ class BoundedBuffer:
         return self._data < self.capacity and (
             self._data == 0 or self.max_bytes is None or self.bytes + size <= self.max_bytes)
 
-    def put(self, item: Any) -> bool:
+    def put(self, item: Any, timeout: float | None = None) -> bool:
+        """Queue ``item``; False if the buffer is closed; ``TimeoutError`` if a data item
+        found no room within ``timeout`` seconds (None: wait as long as it takes)."""
         with self._cond:
             if isinstance(item, Item):
                 size = item.batch.nbytes
-                self._cond.wait_for(lambda: self.closed or self._room(size))
+                if not self._cond.wait_for(lambda: self.closed or self._room(size), timeout):
+                    raise TimeoutError(f"no room in the node's feed buffer for {timeout:g}s")
                 if self.closed:
                     return False
                 self._data += 1
@@ -153,7 +157,8 @@ class FeedServer:
     """The node's feed endpoint; ``ctx.mgr`` in SPARK mode."""
 
     def __init__(self, host: str, secret: bytes, control: Any,
-                 capacity: int = DEFAULT_CAPACITY, tls: Any = None) -> None:
+                 capacity: int = DEFAULT_CAPACITY, tls: Any = None,
+                 spill_dir: str | None = None) -> None:
         self._secret = secret
         self._tls = tls  # a sparktf.tls.ServerTLS: every connection in TLS
         self._control = control
@@ -161,6 +166,11 @@ class FeedServer:
         self.terminated = threading.Event()
         self._epoch = -1
         self._lock = threading.Lock()
+        # Cached feeding (sparktf.feed.cache): the rows of the last cached epoch, and the
+        # rows of the replay in progress not yet queued.
+        self._spill_dir = spill_dir
+        self._cache: EpochCache | None = None
+        self._replay_left = 0
         self._sock = socket.create_server((host, 0))
         self.address = (host, self._sock.getsockname()[1])
         serve(self._sock, self._serve, "sparktf-feed")
@@ -170,7 +180,34 @@ class FeedServer:
         return {
             protocol.EpochEnd: lambda m: self.buffer.put(EpochEnd(m.epoch, m.counts)),
             protocol.EndFeed: lambda m: self.buffer.put(EndOfFeed()),
+            protocol.ReplayEpoch: lambda m: threading.Thread(
+                target=self._replay, args=(m,), name="sparktf-replay", daemon=True).start(),
         }
+
+    def _replay(self, msg: protocol.ReplayEpoch) -> None:
+        """Queue the cached rows of epoch ``msg.source`` again as epoch ``msg.epoch`` (the
+        driver waits for this node's ``Replayed`` before it sends anything further)."""
+        cache, status, error, rows = self._cache, "ok", "", 0
+        try:
+            if cache is None or cache.epoch != msg.source:
+                raise FeedError(f"no rows cached from epoch {msg.source + 1} on this node")
+            with self._lock:
+                self._epoch = msg.epoch
+                self._replay_left = cache.rows
+            self.buffer.put(EpochStart(msg.epoch, cache.partitions))
+            for batch in cache.replay():
+                if not self.buffer.put(Item(batch), timeout=msg.feed_timeout):
+                    status = "closed"  # map_fun returned or called terminate()
+                    break
+                rows += batch.num_rows
+                self._replay_left -= batch.num_rows
+            else:
+                self.buffer.put(EpochEnd(msg.epoch, msg.counts))
+        except TimeoutError:
+            status = "timeout"
+        except Exception as e:  # reported to the driver, which raises it
+            status, error = "error", f"{type(e).__name__}: {e}"
+        self._control.send(protocol.Replayed(msg.epoch, rows, status, error).to_dict())
 
     # -- node side -------------------------------------------------------------
     def open_feed(self, qname_in: str = "input", qname_out: str = "output") -> "FeedServer":
@@ -206,9 +243,13 @@ class FeedServer:
             logger.debug("could not report the end of epoch %d: %s", epoch, e)
 
     def finish(self) -> int:
-        """map_fun returned: nothing more will be consumed; return the rows left unread."""
+        """map_fun returned: nothing more will be consumed; return the rows left unread
+        (buffered, or of a cached epoch's replay not yet queued)."""
         self.buffer.close()
-        return self.buffer.unread_rows()
+        unread = self.buffer.unread_rows() + max(0, self._replay_left)
+        if self._cache is not None:
+            self._cache.close()
+        return unread
 
     def close(self) -> None:
         """Stop accepting feed connections."""
@@ -238,7 +279,12 @@ class FeedServer:
             with self._lock:
                 if not inference and epoch > self._epoch:
                     self._epoch = epoch
+                    if self._cache is not None:
+                        self._cache.close()
+                    self._cache = (EpochCache(epoch, partitions, spill_dir=self._spill_dir)
+                                   if hello.get("cache") is True else None)
                     self.buffer.put(EpochStart(epoch, partitions, batch))
+                cache = self._cache if hello.get("cache") is True else None
             if self.terminated.is_set():
                 chan.send({"type": "terminated"})
                 return
@@ -257,6 +303,8 @@ class FeedServer:
                     chan.send({"type": "terminated"})
                     return
                 if pending is None:
+                    if cache is not None:
+                        cache.add(batch)
                     chan.send({"type": "ack"})
                     continue
                 pending.done.wait()

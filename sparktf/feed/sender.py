@@ -144,14 +144,15 @@ def chunks(data: Iterable[Any], partition: int, arrow: bool) -> Iterator[pa.Reco
 
 def feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: bytes,
                epoch: int, partitions: int, feed_timeout: float, arrow: bool,
-               batch: int | None = None) -> dict[int, int]:
+               batch: int | None = None, cache: bool = False) -> dict[int, int]:
     """Feed one partition to all training nodes; return rows delivered per node.
 
     ``batch`` is the streaming micro-batch id this epoch carries (None for a
-    batch feed); the nodes read it as ``DataFeed.batch_id``.
+    batch feed); the nodes read it as ``DataFeed.batch_id``.  ``cache``: the
+    nodes keep this epoch's rows to replay later epochs (:mod:`sparktf.feed.cache`).
     """
     hello = {"type": "hello", "mode": "train", "partition": partition, "epoch": epoch,
-             "partitions": partitions, "batch": batch}
+             "partitions": partitions, "batch": batch, "cache": cache}
     links = [NodeLink(n, secret, hello, feed_timeout) for n in nodes]
     try:
         rotate = partition % len(links)

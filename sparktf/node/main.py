@@ -70,7 +70,8 @@ def run(spec_path: str) -> int:
     feed = None
     if spec.input_mode == InputMode.SPARK:
         from ..feed.receiver import FeedServer
-        mgr = FeedServer(spec.host, secret, control, tls=tls and tls.server())
+        mgr = FeedServer(spec.host, secret, control, tls=tls and tls.server(),
+                         spill_dir=spec.node_dir)
         handlers.update(mgr.control_handlers())
         feed = list(mgr.address)
 

@@ -31,6 +31,7 @@ def fit_dataset(args, ctx):
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     feed = ctx.get_data_feed()
     rows_seen = [0]
+    ids_seen = []
     steps = []
 
     class Steps(tf.keras.callbacks.Callback):
@@ -42,16 +43,19 @@ def fit_dataset(args, ctx):
 
     ds = feed.dataset(args["batch_size"])
 
+    def seen(ids):
+        rows_seen[0] += len(ids)
+        ids_seen.extend(ids.numpy().tolist())
+
     def counted(x, id_):
-        tf.py_function(lambda n: rows_seen.__setitem__(0, rows_seen[0] + int(n)),
-                       [tf.shape(x)[0]], [])
+        tf.py_function(seen, [id_], [])
         return x, tf.cast(id_ % 2, tf.float32)
 
     with strategy.scope():
         model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
         model.compile(optimizer=tf.keras.optimizers.SGD(0.01), loss="mse")
     hist = model.fit(ds.map(counted), epochs=args["epochs"], verbose=0, callbacks=[Steps()])
-    _write(args, ctx, "fit", {"rows": rows_seen[0], "steps": steps,
+    _write(args, ctx, "fit", {"rows": rows_seen[0], "ids": ids_seen, "steps": steps,
                               "epochs": len(hist.history["loss"]),
                               "weights": [w.tolist() for w in model.get_weights()]})
 
@@ -180,3 +184,13 @@ def check_release_port(args, ctx):
     probe.bind((ctx.host, ctx.tf_port))  # free now
     probe.close()
     _write(args, ctx, "port", {"bound": bound, "taken_before": taken_before})
+
+
+def read_ten_then_return(args, ctx):
+    """Read 10 rows, wait until the driver's train() returned (the test writes a file),
+    and return with the rest of the fed rows unread."""
+    feed = ctx.get_data_feed()
+    feed.next_batch(10)
+    go = os.path.join(args["out"], "go")
+    while not os.path.exists(go):
+        time.sleep(0.05)

@@ -62,6 +62,14 @@ def test_spark_mode_training_then_inference(mnist, tmp_path):
     for f in glob.glob(str(tmp_path / "predictions" / "part-*")):
         rows += open(f).read().splitlines()
     assert len(rows) == 1000
+    # TFoS's TFParallel variant: 2 instances read their TFRecord shards themselves.
+    text = submit(os.path.join(MNIST, "keras", "mnist_inference.py"), "--mode", "parallel",
+                  "--cluster_size", 2, "--images_labels", mnist / "tfr" / "test",
+                  "--export_dir", export, "--output", tmp_path / "parallel")
+    parallel = float(re.search(r"\(TFParallel, 2 instances\): 1000 predictions .* test "
+                               r"accuracy ([0-9.]+)", text).group(1))
+    assert abs(parallel - accuracy) <= 0.003, (parallel, accuracy)
+    assert sorted(os.listdir(tmp_path / "parallel")) == ["part-00000", "part-00001"]
 
 
 def test_pipeline_example_fits_transforms_saves_and_loads(mnist, tmp_path):

@@ -68,15 +68,42 @@ def test_dataframe_input(sc, tmp_path, no_leftovers):
     assert sum(r["rows"] for r in got) == 1000 and sum(r["ids"] for r in got) == 499500
 
 
-def test_mwms_fit_on_dataset_fast_path_with_uneven_partitions(sc, tmp_path, no_leftovers):
-    cluster = start(sc, feedfuns.fit_dataset, tmp_path, epochs=2, batch_size=64)
+def test_mwms_fit_on_dataset_fast_path_with_uneven_partitions(sc, tmp_path, no_leftovers,
+                                                              caplog):
+    # Two fed epochs, then three cached ones (fed once, replayed by the nodes) in one fit.
+    # A cache bound of 20 KB makes each node spill part of its ~40 KB (encrypted).
+    cluster = TFCluster.run(sc, feedfuns.fit_dataset,
+                            {"out": str(tmp_path), "epochs": 5, "batch_size": 64}, 2,
+                            input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120,
+                            env={"SPARKTF_CACHE_MEMORY_MB": "0.02"})
     cluster.train(uneven_rdd(sc), num_epochs=2)
+    computed = sc.accumulator(0)
+
+    def tally(row):
+        computed.add(1)
+        return row
+    cluster.train(uneven_rdd(sc).map(tally), num_epochs=3, cache=True)
+    assert computed.value == sum(SIZES), "Spark fed the cached epochs' data once"
+    assert caplog.text.count("replayed by the nodes from their cache") == 2
     cluster.shutdown(timeout=300)
     got = results(tmp_path, "fit")
-    assert [r["epochs"] for r in got] == [2, 2]
+    assert [r["epochs"] for r in got] == [5, 5]
     assert got[0]["steps"] == got[1]["steps"], "synchronous workers take the same steps"
-    assert sum(r["rows"] for r in got) == 2 * sum(SIZES), "every fed row is trained on"
+    assert sum(r["rows"] for r in got) == 5 * sum(SIZES), "every fed row is trained on"
+    seen = np.bincount(np.concatenate([r["ids"] for r in got]), minlength=sum(SIZES))
+    assert (seen == 5).all(), "every row once per epoch, fed or replayed"
     np.testing.assert_allclose(np.array(got[0]["weights"][0]), np.array(got[1]["weights"][0]))
+
+
+def test_strict_feed_names_the_node_and_its_unread_rows(sc, tmp_path, no_leftovers):
+    cluster = TFCluster.run(sc, feedfuns.read_ten_then_return, {"out": str(tmp_path)}, 1,
+                            input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120,
+                            strict_feed=True)
+    cluster.train(uneven_rdd(sc), num_epochs=1)  # every chunk is in the node's buffer now
+    (tmp_path / "go").write_text("")
+    with pytest.raises(FeedError, match=r"node worker:0 .*map_fun returned with \d+ fed rows "
+                                        r"unread \(strict_feed=True\)"):
+        cluster.shutdown(timeout=60)
 
 
 def test_inference_one_result_per_row_in_order(sc, tmp_path, no_leftovers):
