@@ -188,9 +188,12 @@ class FeedServer:
         """Queue the cached rows of epoch ``msg.source`` again as epoch ``msg.epoch`` (the
         driver waits for this node's ``Replayed`` before it sends anything further)."""
         cache, status, error, rows = self._cache, "ok", "", 0
+        if cache is None or cache.epoch != msg.source:
+            self._control.send(protocol.Replayed(
+                msg.epoch, 0, "error", f"no rows cached from epoch {msg.source + 1} on this node"
+            ).to_dict())
+            return
         try:
-            if cache is None or cache.epoch != msg.source:
-                raise FeedError(f"no rows cached from epoch {msg.source + 1} on this node")
             with self._lock:
                 self._epoch = msg.epoch
                 self._replay_left = cache.rows
@@ -206,7 +209,10 @@ class FeedServer:
         except TimeoutError:
             status = "timeout"
         except Exception as e:  # reported to the driver, which raises it
-            status, error = "error", f"{type(e).__name__}: {e}"
+            if self.buffer.closed:  # finish() dropped the cache under the replay
+                status = "closed"
+            else:
+                status, error = "error", f"{type(e).__name__}: {e}"
         self._control.send(protocol.Replayed(msg.epoch, rows, status, error).to_dict())
 
     # -- node side -------------------------------------------------------------
@@ -244,9 +250,11 @@ class FeedServer:
 
     def finish(self) -> int:
         """map_fun returned: nothing more will be consumed; return the rows left unread
-        (buffered, or of a cached epoch's replay not yet queued)."""
+        (buffered, or of a cached epoch's replay not yet queued), none after ``terminate()``,
+        which drops them on purpose."""
         self.buffer.close()
-        unread = self.buffer.unread_rows() + max(0, self._replay_left)
+        unread = 0 if self.terminated.is_set() else (
+            self.buffer.unread_rows() + max(0, self._replay_left))
         if self._cache is not None:
             self._cache.close()
         return unread

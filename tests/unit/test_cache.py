@@ -152,3 +152,13 @@ def test_a_node_replays_its_cache_and_counts_unread_rows(tmp_path, monkeypatch):
     finally:
         server.close()
 
+
+
+def test_rows_dropped_by_terminate_are_not_unread():
+    server = FeedServer("127.0.0.1", SECRET, Control())
+    try:
+        server.buffer.put(Item(batch(0, 10)))
+        server.terminate()
+        assert server.finish() == 0
+    finally:
+        server.close()
