@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/feed_encryption.py
 	$(PY) benchmarks/predict_throughput.py
 	$(PY) benchmarks/streaming_throughput.py
+	$(PY) benchmarks/cached_epochs.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
