@@ -8,8 +8,11 @@ STAMP := $(VENV)/.installed
 # into this cache, outside the source tree; the tests fill it themselves if it is empty.
 HADOOP_CACHE ?= $(HOME)/.cache/sparktf-hadoop
 export SPARKTF_HADOOP_CACHE := $(HADOOP_CACHE)
+# Kafka's broker and Spark's Kafka source for the streaming tests (tests/kafka/*.xml), the same way.
+KAFKA_CACHE ?= $(HOME)/.cache/sparktf-kafka
+export SPARKTF_KAFKA_CACHE := $(KAFKA_CACHE)
 
-.PHONY: test unit integration lint demo bench clean hadoop
+.PHONY: test unit integration lint demo bench clean hadoop kafka
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +34,10 @@ integration: $(STAMP)
 
 hadoop: $(STAMP)
 	$(PY) -c 'import sys; sys.path.insert(0, "tests"); from servers.hadoop import prepare; print(prepare())'
+
+kafka: $(STAMP)
+	$(PY) -c 'import sys; sys.path.insert(0, "tests"); from servers import kafka; \
+		print(kafka.broker_jars(), kafka.spark_jars())'
 
 demo: $(STAMP)
 	$(PY) examples/mnist/demo.py

@@ -220,6 +220,8 @@ class TFCluster:
         streaming queries) it first waits while the stream runs and stops it
         gracefully on ``request_stop()``, SIGTERM/SIGINT, ``python -m sparktf
         stop`` or when every training node is done; a failure stops it at once.
+        ``ssc`` may also be a ``StreamingQuery`` or a list of them (e.g. several
+        queries over ``inference`` frames sharing the cluster).
         ``timeout`` bounds the whole wait (after the stream); when it expires
         the remaining nodes are stopped and :class:`ShutdownTimeout` names them.
         """

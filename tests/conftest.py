@@ -32,8 +32,12 @@ def wait_no_sparktf_processes(timeout: float = 20.0) -> list[tuple[int, str]]:
 
 
 @pytest.fixture(scope="session")
-def sc():
-    """A real ``local-cluster[3,1,1024]`` Spark: 3 executors with one slot each."""
+def sc(request):
+    """A real ``local-cluster[3,1,1024]`` Spark: 3 executors with one slot each.
+
+    With Spark's Kafka source (``spark.jars``) when the session runs a test that
+    uses the ``kafka`` broker fixture or is marked ``kafka``.
+    """
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     sys.path.insert(0, os.path.join(HERE, "integration"))
@@ -46,6 +50,10 @@ def sc():
     conf = (SparkConf().setMaster("local-cluster[3,1,1024]").setAppName("sparktf-tests")
             .set("spark.driver.host", "127.0.0.1").set("spark.ui.enabled", "false")
             .set("spark.executorEnv.PYTHONPATH", os.pathsep.join(sys.path)))
+    if any("kafka" in item.fixturenames or item.get_closest_marker("kafka")
+           for item in request.session.items):
+        from servers.kafka import spark_jars
+        conf.set("spark.jars", ",".join(spark_jars()))
     # A test that needs other Spark settings (e.g. test_encryption.py turning Spark's RPC
     # encryption on) runs its module in a pytest process of its own with this variable set.
     conf.setAll(json.loads(os.environ.get("SPARKTF_TEST_SPARK_CONF", "{}")).items())
@@ -71,4 +79,4 @@ def no_leftovers():
 # `servers` importable here and in the tests.
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
-from servers.fixtures import hadoop, s3_server, webhdfs_server  # noqa: E402,F401
+from servers.fixtures import hadoop, kafka, s3_server, webhdfs_server  # noqa: E402,F401

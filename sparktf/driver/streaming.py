@@ -288,10 +288,13 @@ class StreamControl:
         """Wait while the streams run; stop them gracefully on a stop request, at once
         on a failure, which is then the attempt's error (``shutdown`` raises it)."""
         self._register()
-        if ssc is not None and hasattr(ssc, "isActive"):  # a StreamingQuery, e.g. inference's
-            if all(q is not ssc for q in self._queries):
-                self._queries.append(ssc)
-                self._watch(ssc.awaitTermination, "query")
+        # StreamingQueries (e.g. of inference frames): one, or a list of them
+        queries = list(ssc) if isinstance(ssc, (list, tuple)) else [ssc]
+        if ssc is not None and all(hasattr(q, "isActive") for q in queries):
+            for query in queries:
+                if all(q is not query for q in self._queries):
+                    self._queries.append(query)
+                    self._watch(query.awaitTermination, "query")
             ssc = None
         if ssc is not None:
             self._watch(ssc.awaitTermination, "ssc")

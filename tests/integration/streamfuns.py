@@ -82,3 +82,28 @@ def count_and_stop(args, ctx):
             break
         rows += len(batch)
     feed.terminate()
+
+
+def predict_ids(args, ctx):
+    """Inference on rows with an ``id``: the prediction is ``3 * id + 1``.
+
+    The first time a node sees an id of ``stall`` it writes the marker file
+    ``stalled-<id>`` in ``markers`` and stalls for ``delay`` s, a micro-batch
+    in flight while the test kills the driver; the marker makes a replay of
+    that micro-batch (after the restart) go through.
+    """
+    import pyarrow as pa
+    feed = ctx.get_data_feed(train_mode=False)
+    stall = set(args.get("stall", ()))
+    while not feed.should_stop():
+        batch = feed.next_batch(64)
+        if not batch:
+            break
+        ids = [int(r["id"]) for r in batch]
+        for i in stall.intersection(ids):
+            marker = os.path.join(args["markers"], f"stalled-{i}")
+            if not os.path.exists(marker):
+                with open(marker, "w"):
+                    pass
+                time.sleep(args["delay"])
+        feed.batch_results(pa.RecordBatch.from_pydict({"pred": [3 * i + 1 for i in ids]}))

@@ -4,9 +4,11 @@ Every test checks that each row reaches the nodes exactly once (or that each
 result is written exactly once), and ``no_leftovers`` that no process is left.
 """
 
+import contextlib
 import glob
 import json
 import os
+import selectors
 import signal
 import subprocess
 import sys
@@ -17,7 +19,11 @@ import numpy as np
 import pytest
 from pyspark import cloudpickle
 
+from conftest import sparktf_processes, wait_no_sparktf_processes
+from servers.procs import live_processes
+
 import streamfuns
+from exactly_once_job import stream as source_stream
 from sparktf import TFCluster
 from sparktf.errors import FeedError, NodeError
 
@@ -212,33 +218,46 @@ def test_dstream_inference_text_files_and_the_stop_command(sc, tmp_path, stop_di
     assert not os.path.exists(stop_file)
 
 
-def test_structured_training_batch_ids_and_replay_skip(sc, tmp_path, no_leftovers):
+@pytest.mark.parametrize("source", ["file", pytest.param("kafka", marks=pytest.mark.kafka)])
+def test_structured_training_batch_ids_and_replay_skip(sc, tmp_path, no_leftovers, source,
+                                                       request):
     """A checkpointed query; its last commit is lost (as when a driver dies between the
     sink and the commit), so the restarted query replays that micro-batch with the same
-    id: the nodes skip it, and every row is trained on exactly once."""
+    id: the nodes skip it, and every row is trained on exactly once. From Parquet files
+    (one per micro-batch) or a Kafka topic of two partitions."""
     from pyspark.sql import SparkSession
     spark = SparkSession(sc)
     indir, ckpt = tmp_path / "in", str(tmp_path / "query-ckpt")
     indir.mkdir()
+    if source == "kafka":
+        broker = request.getfixturevalue("kafka")
+        topic = broker.create_topic("train-replay", 2)
+        stream = source_stream(spark, "kafka", {"bootstrap": broker.bootstrap, "topic": topic}) \
+            .selectExpr("CAST(id AS DOUBLE) AS x", "id")
 
-    def add_file(n, first):
-        spark.createDataFrame([(float(i), i) for i in range(first, first + n)],
-                              "x double, id long").coalesce(1).write.mode("append") \
+        def add_rows(n, first):
+            broker.produce(topic, [str(i) for i in range(first, first + n)],
+                           lambda i, value: int(value) % 2)
+    else:
+        stream = spark.readStream.schema("x double, id long").option("maxFilesPerTrigger", 1) \
             .parquet(str(indir))
 
-    add_file(100, 0)
-    stream = spark.readStream.schema("x double, id long").option("maxFilesPerTrigger", 1) \
-        .parquet(str(indir))
+        def add_rows(n, first):
+            spark.createDataFrame([(float(i), i) for i in range(first, first + n)],
+                                  "x double, id long").coalesce(1).write.mode("append") \
+                .parquet(str(indir))
+
+    add_rows(100, 0)
     cluster = start(sc, streamfuns.train_batches, tmp_path)
     query = cluster.train(stream, checkpoint_location=ckpt, trigger={"availableNow": True})
     query.awaitTermination(120)
-    add_file(50, 100)
+    add_rows(50, 100)
     query = cluster.train(stream, checkpoint_location=ckpt, trigger={"availableNow": True})
     query.awaitTermination(120)
     # Lose the last commit: the next query replays micro-batch 1.
     for name in ("1", ".1.crc"):  # the commit and its checksum file
         os.remove(os.path.join(ckpt, "commits", name))
-    add_file(30, 150)
+    add_rows(30, 150)
     query = cluster.train(stream, checkpoint_location=ckpt, trigger={"availableNow": True})
     query.awaitTermination(120)
     cluster.shutdown(timeout=60)
@@ -286,6 +305,172 @@ def test_structured_inference_to_checkpointed_parquet_exactly_once(sc, tmp_path,
     rows = spark.read.parquet(out).collect()
     assert sorted(r["id"] for r in rows) == list(range(175)), "every row exactly once"
     assert all(r["twice"] == 2 * r["id"] and r["vec"] == [float(r["id"]), 1.0] for r in rows)
+
+
+#: Ids of the three phases of the exactly-once test (file-source ids are FILE_IDS + these).
+PHASES = [range(0, 40), range(40, 100), range(100, 140)]
+FILE_IDS = 10000
+#: The Kafka message the node stalls on (phase 2): the driver is killed meanwhile.
+STALL = 40
+
+
+def _committed(out):
+    """Names of the files a Parquet sink committed (listed in its ``_spark_metadata`` log)."""
+    names = set()
+    for path in glob.glob(os.path.join(out, "_spark_metadata", "[0-9]*")):
+        with open(path) as f:
+            for line in f.read().splitlines()[1:]:  # first line: the log's version
+                entry = json.loads(line)
+                if entry["action"] == "add":
+                    names.add(entry["path"].rsplit("/", 1)[-1])
+    return names
+
+
+def _uncommitted(out):
+    """Parquet files in the sink's directory that no committed micro-batch lists."""
+    return sorted({os.path.basename(p) for p in glob.glob(os.path.join(out, "part-*"))}
+                  - _committed(out))
+
+
+def _wait_for(condition, what, timeout=90):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+class _Driver:
+    """exactly_once_job.py in its own process (session), spoken to line by line."""
+
+    def __init__(self, config, log):
+        env = dict(os.environ, PYSPARK_PYTHON=sys.executable,
+                   PYSPARK_DRIVER_PYTHON=sys.executable,
+                   SPARKTF_STOP_DIR=os.path.join(os.path.dirname(config), "stop"))
+        self.log = log
+        with open(log, "ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, os.path.join(HERE, "exactly_once_job.py"), config],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
+                env=env, start_new_session=True)
+        self.pid = int(self.expect("STREAMING").split()[1])
+
+    def expect(self, word, timeout=120):
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while sel.select(max(0.0, deadline - time.monotonic())):
+                line = self.proc.stdout.readline()
+                if not line:
+                    break
+                if line.startswith(word):
+                    return line
+        with open(self.log, errors="replace") as f:
+            tail = f.read()[-3000:]
+        raise AssertionError(f"the driver did not print {word}; its log ends:\n{tail}")
+
+    def say(self, command, answer):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        return self.expect(answer)
+
+    def kill_group(self):
+        """Cleanup only: SIGKILL whatever is left of the driver's process group."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def killed_and_restarted(kafka, sc, tmp_path_factory):
+    """One driver process streams a Kafka topic and a file directory through one TF
+    cluster into Parquet (checkpointed); it is killed with SIGKILL while a micro-batch of
+    each source is in flight (one of its two tasks written, the other stalled in a node),
+    then started again on the same checkpoints while more messages arrive.
+
+    Returns the rows of each source's output (read by Spark, which honours the sink's
+    log), the uncommitted files the kill left, and how long the processes took to go.
+    """
+    from pyspark.sql import SparkSession
+    from servers.kafka import spark_jars
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    work = tmp_path_factory.mktemp("exactly-once")
+    indir, markers = work / "in", work / "markers"
+    indir.mkdir()
+    markers.mkdir()
+    topic = kafka.create_topic("exactly-once", 2)
+    config = work / "config.json"
+    config.write_text(json.dumps({
+        "work": str(work), "jars": spark_jars(),
+        "sources": {"kafka": {"bootstrap": kafka.bootstrap, "topic": topic},
+                    "file": {"dir": str(indir)}},
+        "args": {"stall": [STALL], "markers": str(markers), "delay": 600}}))
+
+    def produce(ids):
+        kafka.produce(topic, [str(i) for i in ids], lambda i, value: int(value) % 2)
+
+    def write(name, *parts):  # a phase directory with one file per part, renamed into place
+        tmp = work / f".{name}"
+        tmp.mkdir()
+        for k, ids in enumerate(parts):
+            pq.write_table(pa.table({"id": pa.array([FILE_IDS + i for i in ids], pa.int64())}),
+                           tmp / f"part-{k}.parquet")
+        os.replace(tmp, indir / name)
+
+    def ours():  # the driver, its JVM and every sparktf process
+        return sparktf_processes() + live_processes(lambda cmd: str(work) in cmd)
+
+    out = {kind: str(work / f"out-{kind}") for kind in ("kafka", "file")}
+    produce(PHASES[0])
+    write("p1", PHASES[0])
+    first = _Driver(str(config), str(work / "driver-1.log"))
+    try:
+        first.say("sync", "SYNCED")
+        produce(PHASES[1])  # the node stalls on STALL: that micro-batch is in flight
+        _wait_for(lambda: os.path.exists(markers / f"stalled-{STALL}"), "the stall")
+        # Two files, two tasks: one waits behind the stalled node, one is written.
+        write("p2", PHASES[1][:30], PHASES[1][30:])
+        _wait_for(lambda: _uncommitted(out["file"]), "a written, uncommitted file")
+        orphans = {kind: _uncommitted(path) for kind, path in out.items()}
+        nodes = {pid for pid, _ in ours()}
+        os.kill(first.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        _wait_for(lambda: not {pid for pid, _ in ours()} & nodes,
+                  "the nodes, the driver's JVM and its workers to end after kill -9", 30)
+        gone = time.monotonic() - killed
+    finally:
+        first.kill_group()
+    second = _Driver(str(config), str(work / "driver-2.log"))
+    try:
+        produce(PHASES[2])
+        write("p3", PHASES[2])
+        second.say("sync", "SYNCED")
+        second.say("stop", "STOPPED")
+        assert second.proc.wait(60) == 0
+    finally:
+        second.kill_group()
+    left = wait_no_sparktf_processes()
+    assert not left, f"sparktf processes left behind: {left}"
+    spark = SparkSession(sc)
+    rows = {kind: [(r["id"], r["pred"]) for r in spark.read.parquet(path).collect()]
+            for kind, path in out.items()}
+    print(f"kill -9 to no process left: {gone:.1f} s; uncommitted files left by the "
+          f"kill: {orphans}")
+    return {"rows": rows, "orphans": orphans}
+
+
+@pytest.mark.parametrize("source", ["kafka", "file"])
+def test_structured_inference_exactly_once_across_a_killed_driver(killed_and_restarted,
+                                                                  source):
+    """Every message exactly once in the Parquet output, with the right prediction, although
+    the driver was killed with a micro-batch half written and replayed after the restart."""
+    base = 0 if source == "kafka" else FILE_IDS
+    rows = killed_and_restarted["rows"][source]
+    assert sorted(i for i, _ in rows) == [base + i for p in PHASES for i in p]
+    assert all(pred == 3 * i + 1 for i, pred in rows)
+    if source == "file":  # written by the killed micro-batch, not in the sink's log
+        assert killed_and_restarted["orphans"]["file"]
 
 
 def test_dstream_bad_row_fails_the_batch_naming_partition_and_row(sc, tmp_path, no_leftovers):

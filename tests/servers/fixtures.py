@@ -1,7 +1,7 @@
-"""Session fixtures starting real storage servers: WebHDFS (a thread) and S3 (moto).
+"""Session fixtures starting real servers: WebHDFS (a thread), S3 (moto), Hadoop, Kafka.
 
-``tests/conftest.py`` imports them, so any test can ask for ``webhdfs_server``
-or ``s3_server``.
+``tests/conftest.py`` imports them, so any test can ask for ``webhdfs_server``,
+``s3_server``, ``hadoop`` or ``kafka``; each starts with the first test that asks.
 """
 
 from __future__ import annotations
@@ -27,17 +27,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 60.0,
+                   name: str = "moto_server") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"moto_server exited with {proc.returncode}")
+            raise RuntimeError(f"{name} exited with {proc.returncode}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"moto_server did not listen on port {port} within {timeout} s")
+    raise RuntimeError(f"{name} did not listen on port {port} within {timeout} s")
 
 
 @pytest.fixture(scope="session")
@@ -118,3 +119,26 @@ def hadoop(tmp_path_factory):
             time.sleep(0.5)
         left = cluster.leftovers()
         assert not left, f"Hadoop mini cluster processes left behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory):
+    """A real Kafka broker (KRaft, one JVM on 127.0.0.1; see servers/kafka.py).
+
+    Started by the first test that asks for it, stopped by PID at the end of the
+    session, after which no process of it may be left. Yields the
+    :class:`~servers.kafka.KafkaBroker`: ``bootstrap`` (``127.0.0.1:PORT``),
+    ``create_topic(name, partitions)``, ``produce(topic, values, partition_of)``.
+    A session that collects a test using this fixture also gives the ``sc``
+    fixture's Spark the Kafka source (``spark.jars``, tests/conftest.py).
+    """
+    from servers.kafka import KafkaBroker
+
+    broker = KafkaBroker(str(tmp_path_factory.mktemp("kafka"))).start()
+    print(f"Kafka broker {broker.bootstrap} started in {broker.start_seconds:.1f} s")
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        left = broker.leftovers()
+        assert not left, f"Kafka broker processes left behind: {left}"

@@ -12,7 +12,6 @@ takes too long.  ``python tests/servers/hadoop.py WORK_DIR`` runs one by hand.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import glob
 import hashlib
 import json
@@ -25,8 +24,10 @@ import sys
 import time
 
 try:
+    from servers import maven
     from servers.procs import live_processes
 except ImportError:  # run as a script: python tests/servers/hadoop.py WORK_DIR
+    import maven
     from procs import live_processes
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,9 +41,7 @@ HEAP = "1g"
 
 def hadoop_version() -> str:
     """The Hadoop version of the pom (checked against pyspark's bundled client)."""
-    with open(POM) as f:
-        text = f.read()
-    return text.split("<hadoop.version>", 1)[1].split("<", 1)[0]
+    return maven.pom_property(POM, "hadoop.version")
 
 
 def check_pyspark_version() -> None:
@@ -59,11 +58,8 @@ def check_pyspark_version() -> None:
 
 def cache_dir() -> str:
     """Where the jars and the compiled launcher live (outside the source tree)."""
-    root = os.environ.get("SPARKTF_HADOOP_CACHE") or os.path.expanduser(
-        "~/.cache/sparktf-hadoop")
-    with open(POM, "rb") as f:
-        digest = hashlib.sha256(f.read()).hexdigest()[:12]
-    return os.path.join(root, f"{hadoop_version()}-{digest}")
+    return maven.cache_dir(POM, "SPARKTF_HADOOP_CACHE", "~/.cache/sparktf-hadoop",
+                           hadoop_version())
 
 
 def prepare() -> tuple[str, str]:
@@ -72,19 +68,9 @@ def prepare() -> tuple[str, str]:
     A lock file makes concurrent test sessions wait for one download.
     """
     base = cache_dir()
-    os.makedirs(base, exist_ok=True)
     jars, classes = os.path.join(base, "jars"), os.path.join(base, "classes")
-    with open(os.path.join(base, ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not os.path.exists(os.path.join(jars, ".complete")):
-            shutil.rmtree(jars, ignore_errors=True)
-            mvn = shutil.which("mvn")
-            if not mvn:
-                raise RuntimeError("the Hadoop tests need Maven (`mvn`) to fetch "
-                                   "hadoop-client-minicluster; install it")
-            subprocess.run([mvn, "-q", "-B", "-f", POM, "dependency:copy-dependencies",
-                            f"-DoutputDirectory={jars}"], check=True, timeout=1200)
-            open(os.path.join(jars, ".complete"), "w").close()
+    with maven.locked(base):
+        maven.copy_dependencies(POM, jars, what="the Hadoop tests")
         with open(LAUNCHER, "rb") as f:
             stamp = os.path.join(classes, hashlib.sha256(f.read()).hexdigest()[:12])
         if not os.path.exists(stamp):
@@ -119,10 +105,8 @@ class MiniHadoop:
         os.makedirs(self.work_dir, exist_ok=True)
         self.log_path = os.path.join(self.work_dir, "minihadoop.log")
         self.audit_log = os.path.join(self.work_dir, "audit.log")
-        java_home = os.environ.get("JAVA_HOME") or os.path.dirname(os.path.dirname(
-            os.path.realpath(shutil.which("java") or "/usr/bin/java")))
-        env = {**os.environ, "JAVA_HOME": java_home}
-        for name in ("HADOOP_CONF_DIR", "HADOOP_USER_NAME", "CLASSPATH"):
+        env = maven.java_env()
+        for name in ("HADOOP_CONF_DIR", "HADOOP_USER_NAME"):
             env.pop(name, None)
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
