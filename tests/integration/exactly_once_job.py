@@ -35,7 +35,9 @@ def stream(spark, kind, opts):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sparktf").setLevel(logging.INFO)
     cloudpickle.register_pickle_by_value(streamfuns)
     with open(sys.argv[1]) as f:
         config = json.load(f)
@@ -50,6 +52,7 @@ if __name__ == "__main__":
              .config("spark.sql.files.openCostInBytes", str(128 << 20))
              .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
+    logging.getLogger("sparktf").info("exactly_once_job: Spark is up")
     cluster = TFCluster.run(spark.sparkContext, streamfuns.predict_ids, config["args"], 2,
                             input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120)
     queries = [cluster.inference(stream(spark, kind, opts), schema="pred long",

@@ -422,11 +422,18 @@ def killed_and_restarted(kafka, sc, tmp_path_factory):
         return sparktf_processes() + live_processes(lambda cmd: str(work) in cmd)
 
     out = {kind: str(work / f"out-{kind}") for kind in ("kafka", "file")}
+    began, times = time.monotonic(), {}
+
+    def lap(what):
+        times[what] = round(time.monotonic() - began, 1)
+
     produce(PHASES[0])
     write("p1", PHASES[0])
     first = _Driver(str(config), str(work / "driver-1.log"))
+    lap("first driver streaming")
     try:
         first.say("sync", "SYNCED")
+        lap("phase 1 committed")
         produce(PHASES[1])  # the node stalls on STALL: that micro-batch is in flight
         _wait_for(lambda: os.path.exists(markers / f"stalled-{STALL}"), "the stall")
         # Two files, two tasks: one waits behind the stalled node, one is written.
@@ -439,15 +446,19 @@ def killed_and_restarted(kafka, sc, tmp_path_factory):
         _wait_for(lambda: not {pid for pid, _ in ours()} & nodes,
                   "the nodes, the driver's JVM and its workers to end after kill -9", 30)
         gone = time.monotonic() - killed
+        lap("killed, no process left")
     finally:
         first.kill_group()
     second = _Driver(str(config), str(work / "driver-2.log"))
+    lap("second driver streaming")
     try:
         produce(PHASES[2])
         write("p3", PHASES[2])
         second.say("sync", "SYNCED")
+        lap("replay and phase 3 committed")
         second.say("stop", "STOPPED")
         assert second.proc.wait(60) == 0
+        lap("stopped")
     finally:
         second.kill_group()
     left = wait_no_sparktf_processes()
@@ -456,7 +467,7 @@ def killed_and_restarted(kafka, sc, tmp_path_factory):
     rows = {kind: [(r["id"], r["pred"]) for r in spark.read.parquet(path).collect()]
             for kind, path in out.items()}
     print(f"kill -9 to no process left: {gone:.1f} s; uncommitted files left by the "
-          f"kill: {orphans}")
+          f"kill: {orphans}; seconds since the start: {times}")
     return {"rows": rows, "orphans": orphans}
 
 
