@@ -351,7 +351,7 @@ class _Driver:
             self.proc = subprocess.Popen(
                 [sys.executable, os.path.join(HERE, "exactly_once_job.py"), config],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True,
-                env=env, start_new_session=True)
+                env=env, start_new_session=True, cwd=os.path.dirname(config))
         self.pid = int(self.expect("STREAMING").split()[1])
 
     def expect(self, word, timeout=120):
