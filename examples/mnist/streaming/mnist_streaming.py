@@ -7,6 +7,10 @@
     spark-submit --master local-cluster[2,1,2048] examples/mnist/streaming/mnist_streaming.py \\
         --score_dir stream/test --export_dir mnist_stream_export \\
         --output predictions.parquet --checkpoint predictions.ckpt --trigger "10 seconds"
+    # Score a Kafka topic of CSV lines instead (Spark's Kafka source: --packages, see README)
+    spark-submit --packages org.apache.spark:spark-sql-kafka-0-10_2.13:<Spark version> ... \
+        --score_kafka broker1:9092 --score_topic mnist --export_dir mnist_stream_export \
+        --output predictions.parquet --checkpoint predictions.ckpt --trigger "10 seconds"
 
 Input: text files of MNIST CSV lines (``label,p0,...,p783``, as ``mnist_data_setup.py``
 writes under ``csv/``) moved into the watched directory while the job runs (write them
@@ -16,7 +20,8 @@ elsewhere and rename them in, so that Spark never reads a half-written file).
   CNN (``mnist_model.py``) on ``--cluster_size`` nodes; each node runs ``model.fit`` on
   exactly one micro-batch at a time (``feed.next_batch_id()`` + ``feed.dataset()``). When
   the stream is stopped the chief exports a SavedModel to ``--export_dir``.
-* **Scoring** (``--score_dir``): ``cluster.inference`` on the streaming DataFrame; nodes load
+* **Scoring** (``--score_dir``, or ``--score_kafka`` with ``--score_topic``: one CSV line per
+  message): ``cluster.inference`` on the streaming DataFrame; nodes load
   the export; ``label, prediction`` rows go to Parquet at ``--output`` with a checkpoint at
   ``--checkpoint`` (restart the job on the same checkpoint: every line is scored exactly once).
 
@@ -78,10 +83,23 @@ def score_fun(args, ctx):
             {"prediction": np.argmax(probs, axis=1).astype(np.int64)}))
 
 
-def csv_frame(spark, directory, max_files):
-    """A streaming DataFrame ``image array<float>`` (784, scaled to [0, 1]), ``label int``."""
+def file_lines(spark, directory, max_files):
+    """The lines of the text files landing in ``directory`` (column ``value``)."""
+    return spark.readStream.option("maxFilesPerTrigger", max_files).text(directory)
+
+
+def kafka_lines(spark, brokers, topic):
+    """The messages of a Kafka topic as text (column ``value``), from its earliest offset
+    (a restarted query resumes from its checkpoint instead)."""
+    return (spark.readStream.format("kafka").option("kafka.bootstrap.servers", brokers)
+            .option("subscribe", topic).option("startingOffsets", "earliest").load()
+            .selectExpr("CAST(value AS STRING) AS value"))
+
+
+def csv_frame(lines):
+    """A streaming DataFrame ``image array<float>`` (784, scaled to [0, 1]), ``label int``
+    from one of CSV lines ``label,p0,...,p783`` (column ``value``)."""
     from pyspark.sql import functions as F
-    lines = spark.readStream.option("maxFilesPerTrigger", max_files).text(directory)
     parts = F.split("value", ",")
     return lines.select(
         F.transform(F.slice(parts, 2, 784), lambda x: x.cast("float") / 255.0)
@@ -136,7 +154,7 @@ def train(sc, spark, args):
     else:
         if args.stop_after_rows:
             stop_after(cluster, args.stop_after_rows, spark=spark)
-        cluster.train(csv_frame(spark, args.train_dir, args.max_files_per_trigger),
+        cluster.train(csv_frame(file_lines(spark, args.train_dir, args.max_files_per_trigger)),
                       checkpoint_location=args.train_checkpoint, trigger=trigger(args.trigger))
         cluster.shutdown()  # waits for a stop (or, availableNow, for the query to end)
     print(f"mnist_streaming: trained from a {args.mode} stream; model exported to "
@@ -147,8 +165,9 @@ def score(sc, spark, args):
     from sparktf import TFCluster
     cluster = TFCluster.run(sc, score_fun, args, args.cluster_size,
                             input_mode=TFCluster.InputMode.SPARK)
-    preds = cluster.inference(csv_frame(spark, args.score_dir, args.max_files_per_trigger),
-                              schema="prediction long", keep_columns=["label"])
+    lines = (kafka_lines(spark, args.score_kafka, args.score_topic) if args.score_kafka
+             else file_lines(spark, args.score_dir, args.max_files_per_trigger))
+    preds = cluster.inference(csv_frame(lines), schema="prediction long", keep_columns=["label"])
     query = (preds.writeStream.format("parquet").option("path", args.output)
              .option("checkpointLocation", args.checkpoint).trigger(**trigger(args.trigger))
              .start())
@@ -165,6 +184,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--train_dir", help="directory of CSV files to train from (a stream)")
     p.add_argument("--score_dir", help="directory of CSV files to score (a stream)")
+    p.add_argument("--score_kafka", metavar="BROKERS",
+                   help="score the Kafka topic --score_topic at these bootstrap servers instead")
+    p.add_argument("--score_topic", default="mnist", help="the Kafka topic to score")
     p.add_argument("--mode", choices=["structured", "dstream"], default="structured",
                    help="training stream: Structured Streaming or Spark Streaming (DStream)")
     p.add_argument("--export_dir", default="mnist_stream_export")
@@ -184,8 +206,10 @@ def main() -> None:
     p.add_argument("--cluster_size", type=int, default=2)
     p.add_argument("--batch_size", type=int, default=64)
     args = p.parse_args()
-    if not (args.train_dir or args.score_dir):
-        p.error("give --train_dir, --score_dir or both")
+    if args.score_dir and args.score_kafka:
+        p.error("score from --score_dir or from --score_kafka, not both")
+    if not (args.train_dir or args.score_dir or args.score_kafka):
+        p.error("give --train_dir, --score_dir (or --score_kafka) or both")
     if args.mode == "dstream" and args.trigger == "availableNow" and args.train_dir:
         p.error("a DStream has no availableNow: stop it with --stop_after_rows, "
                 "python -m sparktf stop, or SIGTERM")
@@ -203,7 +227,7 @@ def main() -> None:
         sc.addPyFile(model_py)
     if args.train_dir:
         train(sc, spark, args)
-    if args.score_dir:
+    if args.score_dir or args.score_kafka:
         score(sc, spark, args)
     spark.stop()
 
