@@ -36,10 +36,6 @@ def starts(out):
 
 
 def test_restart_after_sigkill_resumes_from_checkpoint(sc, tmp_path, no_leftovers, caplog):
-    baseline = fit(sc, tmp_path / "base", tmp_path / "base-model")
-    baseline.shutdown()
-    base = json.load(open(tmp_path / "base" / "final-0.json"))
-
     out = tmp_path / "restart"
     cluster = fit(sc, out, tmp_path / "model", kill_epoch=2, max_restarts=1)
     cluster.shutdown()
@@ -51,7 +47,7 @@ def test_restart_after_sigkill_resumes_from_checkpoint(sc, tmp_path, no_leftover
     assert "killed by signal 9" in caplog.text
     final = json.load(open(out / "final-1.json"))
     assert final["latest"].endswith("ckpt-6")
-    assert final["loss"] <= base["loss"] * 1.5 + 1e-3, (final, base)
+    assert final["loss"] < 0.05, final  # as a run without the kill ends (next test)
 
 
 def test_without_restarts_the_driver_raises_and_a_new_run_resumes(sc, tmp_path, no_leftovers):
