@@ -1,6 +1,6 @@
 """The SPARK-mode MNIST example submitted to YARN: Hadoop's MiniYARNCluster and MiniDFSCluster.
 
-``spark-submit --master yarn`` (client and cluster deploy mode) of ``mnist_spark.py`` reading
+``spark-submit --master yarn --deploy-mode cluster`` of ``mnist_spark.py`` reading
 its CSV from ``hdfs://`` and exporting to ``hdfs://``, with the same flags a real
 cluster needs: a fixed number of executors (dynamic allocation off, barrier mode),
 one application attempt, Spark's jars taken locally on the NodeManagers.  Point
@@ -86,7 +86,10 @@ def export_accuracy(export: str, test_csv: str) -> float:
     return float(np.mean(np.argmax(probs, axis=1) == values[:, 0].astype(int)))
 
 
-@pytest.mark.parametrize("deploy_mode", ["client", "cluster"])
+# Cluster mode only, for the suite's time budget (client mode ran here until 2026-11-26 and
+# passed; `yarn_submit(..., deploy_mode="client")` runs it): cluster mode covers more (the
+# driver in the ApplicationMaster's container, --py-files shipped apart from the script).
+@pytest.mark.parametrize("deploy_mode", ["cluster"])
 def test_spark_mode_on_yarn(hadoop, hdfs_csv, tmp_path, deploy_mode, no_leftovers):
     export = f"{hadoop.namenode}/tmp/yarn-export-{deploy_mode}"
     code, out = yarn_submit(hadoop, tmp_path, os.path.join(MNIST, "keras", "mnist_spark.py"),
