@@ -44,6 +44,8 @@ NONCE_BYTES = 16
 MAC_BYTES = 16
 _PREFIX = struct.Struct("!II")
 _NONCE = struct.Struct("!c3xQ")  # GCM's 12-byte nonce: direction, 3 zero bytes, seq
+#: Deepest nesting of JSON arrays and objects accepted in a header (sparktf's own are 3).
+MAX_NESTING = 64
 #: Largest JSON header accepted on an authenticated connection.
 MAX_HEADER = 1 << 20
 #: Largest header accepted before the peer has proven it knows the secret.
@@ -117,6 +119,41 @@ def _recv_exact(sock: socket.socket, n: int, mid_frame: bool = True) -> bytearra
             raise EOFError("connection closed by peer")
         got += k
     return buf
+
+
+def parse_header(body: bytes | bytearray) -> Any:
+    """The JSON value of a frame header; ``ValueError`` if it is not JSON or nests deeper
+    than :data:`MAX_NESTING` levels.
+
+    The explicit bound makes the answer the same in every thread: left to ``json.loads``,
+    deep nesting fails or not depending on how deep the calling thread's stack already is.
+    """
+    if body.count(b"[") + body.count(b"{") > MAX_NESTING and _too_deep(body):
+        raise ValueError(f"arrays and objects nested deeper than {MAX_NESTING} levels")
+    return json.loads(body)
+
+
+def _too_deep(body: bytes | bytearray) -> bool:
+    """Whether ``body`` opens more than :data:`MAX_NESTING` arrays/objects at once
+    (brackets inside strings do not count)."""
+    depth, in_string, escaped = 0, False, False
+    for c in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:  # backslash
+                escaped = True
+            elif c == 0x22:  # quote
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_NESTING:
+                return True
+        elif c in (0x5D, 0x7D):  # ] }
+            depth -= 1
+    return False
 
 
 class Channel:
@@ -207,8 +244,8 @@ class Channel:
                                 "(wrong secret, corrupted or replayed frame)")
         self._recv_seq += 1
         try:
-            header = json.loads(body)
-        except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply
+            header = parse_header(body)
+        except (ValueError, RecursionError) as e:
             raise ProtocolError(
                 f"authenticated frame from {self.peer} has a bad header: {e}") from e
         if not isinstance(header, dict):

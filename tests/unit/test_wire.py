@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from sparktf.errors import ProtocolError
-from sparktf.wire import Channel, new_secret
+from sparktf.wire import MAX_NESTING, Channel, new_secret, parse_header
 
 
 def pair(secret_a, secret_b, max_payload=1 << 20):
@@ -103,3 +103,29 @@ def test_not_our_protocol():
     a.sendall(b"GET / HTTP/1.1\r\nHost: example\r\n\r\n")
     with pytest.raises(ProtocolError, match="does not speak"):
         Channel.server(b, new_secret())
+
+
+D = MAX_NESTING
+
+
+@pytest.mark.parametrize("body,ok", [
+    (b"[" * D + b"]" * D, True),
+    (b"[" * (D + 1) + b"]" * (D + 1), False),
+    (b'{"a":' * (D + 1) + b"1" + b"}" * (D + 1), False),
+    (b"[" * 5000 + b"]" * 5000, False),  # json.loads alone: RecursionError or not, by stack
+    (b'["' + b"[" * 500 + b'"]', True),  # brackets inside a string do not nest
+    (b'["\\"' + b",[" * D + b"]" * D + b"]", False),  # an escaped backslash ends no string
+    (b'{"counts": {"0": 5, "1": 7}, "type": "end"}', True),
+])
+def test_header_nesting_is_bounded_the_same_in_every_thread(body, ok):
+    def parse():
+        try:
+            parse_header(body)
+            return True
+        except ValueError:
+            return False
+
+    def deep(n):  # the same answer with a deep stack
+        return deep(n - 1) if n else parse()
+
+    assert parse() is ok and deep(500) is ok
