@@ -111,11 +111,13 @@ class KafkaBroker:
                 "num.network.threads=2", "num.io.threads=2", "background.threads=2",
                 "auto.create.topics.enable=false", ""]))
         env = maven.java_env()
+        # Base64url of 16 random bytes, like Kafka's Uuid; one in 64 starts with "-", which
+        # the tool's parser would take for an option unless given as --cluster-id=...
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         with open(self.log_path, "ab") as log:
             subprocess.run(["java", *JVM, "-cp", jars, "kafka.tools.StorageTool", "format",
-                            "-t", cluster_id, "-c", props], stdout=log, stderr=log, env=env,
-                           check=True, timeout=timeout)
+                            f"--cluster-id={cluster_id}", "-c", props],
+                           stdout=log, stderr=log, env=env, check=True, timeout=timeout)
             self.proc = subprocess.Popen(["java", *JVM, "-cp", jars, "kafka.Kafka", props],
                                          stdout=log, stderr=log, stdin=subprocess.DEVNULL,
                                          cwd=self.work_dir, env=env, start_new_session=True)
