@@ -33,6 +33,7 @@ from .driver.attempt import Attempt, ClusterConfig
 from .driver.feeding import Feeder, is_dataframe
 from .driver.state import NodeState
 from .driver.streaming import StreamControl, is_stream
+from .feed import cache as cachemod
 from .errors import ConfigError, ShutdownTimeout, SparkTFError
 from .protocol import InputMode
 from .wire import new_secret
@@ -149,8 +150,9 @@ class TFCluster:
         :mod:`sparktf.driver.streaming` and ``shutdown(ssc)``.
 
         ``cache=True``: Spark feeds the data once; the nodes keep the rows they
-        received (in memory up to ``SPARKTF_CACHE_MEMORY_MB``, past it in an
-        encrypted private spill file) and replay epochs 2..N themselves,
+        received (in memory up to ``SPARKTF_CACHE_MEMORY_MB``, by default sized
+        to the executor's memory settings, past it in an encrypted private
+        spill file) and replay epochs 2..N themselves,
         shuffled within each node, with the same epoch agreement
         (:mod:`sparktf.feed.cache`).
         """
@@ -164,6 +166,11 @@ class TFCluster:
             return self._streams.train(dataRDD, num_epochs, feed_timeout, checkpoint_location,
                                        trigger)
         cached = None  # cache=True: (fed epoch, its counts) that the nodes hold
+        if cache:
+            bound = self.config.env.get("SPARKTF_CACHE_MEMORY_MB", "(spark.executorEnv)")
+            logger.info("sparktf train: Spark feeds epoch 1; nodes keep its rows (up to %s MiB "
+                        "in memory, then an encrypted spill file: SPARKTF_CACHE_MEMORY_MB) and "
+                        "replay epochs 2..%d", bound, num_epochs)
         for epoch in range(num_epochs):
             description = f"sparktf train epoch {epoch + 1}/{num_epochs}"
             while True:
@@ -334,6 +341,7 @@ def run(sc: Any, map_fun: Callable[[Any, Any], Any], tf_args: Any, num_executors
     if legacy_keras:
         node_env["TF_USE_LEGACY_KERAS"] = "1"
     node_env.update(env or {})
+    _default_cache_bound(spark, node_env)
     try:
         payload = cloudpickle.dumps((map_fun, tf_args))
     except Exception as e:
@@ -369,6 +377,18 @@ def _validate(num_executors: int, num_ps: int, input_mode: int, driver_ps_nodes:
         raise ConfigError(f"queues={queues!r}: sparktf feeds one input and one output stream; "
                           "leave queues at its default ('input', 'output', 'error')")
     return rolemod.assign_roles(num_executors, num_ps, master_node, eval_node)
+
+
+def _default_cache_bound(spark: sparkjobs.Spark, node_env: dict[str, str]) -> None:
+    """Give the nodes a cache bound (``train(cache=True)``) that fits their executor's
+    memory, unless the user set ``SPARKTF_CACHE_MEMORY_MB`` (``env`` or
+    ``spark.executorEnv``)."""
+    if ("SPARKTF_CACHE_MEMORY_MB" in node_env
+            or spark.conf("spark.executorEnv.SPARKTF_CACHE_MEMORY_MB")):
+        return
+    mb, why = cachemod.default_memory_mb(spark.conf)
+    node_env["SPARKTF_CACHE_MEMORY_MB"] = str(mb)
+    logger.debug("sparktf: node cache bound %d MiB (%s)", mb, why)
 
 
 def _log_dir(log_dir: str) -> str:

@@ -26,14 +26,16 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
+from ..errors import ConfigError
 from . import arrowconv
 
 logger = logging.getLogger(__name__)
@@ -44,10 +46,58 @@ DEFAULT_MEMORY_BYTES = 1 << 30
 WINDOW_BYTES = 64 << 20
 
 
+#: Spark's unit suffixes for memory settings; a bare number is MiB (``spark.executor.memory``).
+_UNITS = {"k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+
 def memory_bytes() -> int:
     """The in-memory bound of a node's cache, from its environment."""
     return int(float(os.environ.get("SPARKTF_CACHE_MEMORY_MB", DEFAULT_MEMORY_BYTES >> 20))
                * (1 << 20))
+
+
+def _mib(key: str, text: str) -> float:
+    """Spark memory setting ``key`` (``512m``, ``2g``, ``1024``) in MiB."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt])?b?\s*", text.lower())
+    if not m:
+        raise ConfigError(f"{key}={text!r} is not a memory size (e.g. 512m, 2g)")
+    return float(m.group(1)) * _UNITS[m.group(2) or "m"]
+
+
+def default_memory_mb(conf: Callable[[str], str | None]) -> tuple[int, str]:
+    """The cache's in-memory bound for nodes whose user set none, and why (pure logic).
+
+    A node process lives inside its executor's memory budget, so the default
+    follows the Spark setting that bounds it:
+
+    * ``spark.executor.pyspark.memory``: PySpark caps its Python workers'
+      address space, and a node (started from one) inherits the cap: a quarter
+      of it;
+    * on YARN and Kubernetes the container is killed past executor memory plus
+      ``spark.executor.memoryOverhead``, and Python processes live in the
+      overhead (explicit, or Spark's ``max(384m, factor x executor memory)``):
+      a quarter of it;
+    * elsewhere (standalone, local) nothing bounds it: 1024 MiB.
+
+    Past the bound the cache spills to an encrypted local file, which replays
+    almost as fast (README, Performance), so a small bound costs little.
+    """
+    if conf("spark.executor.pyspark.memory"):
+        limit = _mib("spark.executor.pyspark.memory", conf("spark.executor.pyspark.memory"))
+        return max(1, int(limit / 4)), "a quarter of spark.executor.pyspark.memory"
+    master = conf("spark.master") or ""
+    if master.startswith(("yarn", "k8s://")):
+        if conf("spark.executor.memoryOverhead"):
+            overhead = _mib("spark.executor.memoryOverhead",
+                            conf("spark.executor.memoryOverhead"))
+        else:
+            factor = float(conf("spark.executor.memoryOverheadFactor") or 0.1)
+            overhead = max(
+                _mib("spark.executor.minMemoryOverhead",
+                     conf("spark.executor.minMemoryOverhead") or "384m"),
+                factor * _mib("spark.executor.memory", conf("spark.executor.memory") or "1g"))
+        return max(1, int(overhead / 4)), "a quarter of spark.executor.memoryOverhead"
+    return DEFAULT_MEMORY_BYTES >> 20, "the default"
 
 
 @dataclass(frozen=True)

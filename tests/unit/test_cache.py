@@ -165,3 +165,28 @@ def test_rows_dropped_by_terminate_are_not_unread():
         assert server.finish() == 0
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("settings, mb, why", [
+    ({}, 1024, "the default"),
+    ({"spark.master": "spark://h:7077", "spark.executor.memory": "8g"}, 1024, "the default"),
+    ({"spark.executor.pyspark.memory": "2g"}, 512, "pyspark.memory"),
+    ({"spark.master": "yarn", "spark.executor.pyspark.memory": "1000m"}, 250, "pyspark.memory"),
+    ({"spark.master": "yarn"}, 96, "memoryOverhead"),  # max(384m, 10% of 1g)
+    ({"spark.master": "yarn", "spark.executor.memory": "10g"}, 256, "memoryOverhead"),
+    ({"spark.master": "k8s://https://api:6443", "spark.executor.memoryOverhead": "4g"},
+     1024, "memoryOverhead"),
+    ({"spark.master": "yarn", "spark.executor.memory": "4096",
+      "spark.executor.memoryOverheadFactor": "0.25"}, 256, "memoryOverhead"),
+])
+def test_the_default_cache_bound_follows_the_executor_memory(settings, mb, why):
+    from sparktf.feed.cache import default_memory_mb
+    got, reason = default_memory_mb(settings.get)
+    assert got == mb and why in reason
+
+
+def test_a_malformed_memory_setting_is_named():
+    from sparktf.feed.cache import default_memory_mb
+    from sparktf.errors import ConfigError
+    with pytest.raises(ConfigError, match="spark.executor.pyspark.memory='lots'"):
+        default_memory_mb({"spark.executor.pyspark.memory": "lots"}.get)
