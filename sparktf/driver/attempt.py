@@ -96,6 +96,7 @@ class Attempt:
         self.terminated: set[int] = set()  # nodes that called DataFeed.terminate()
         self.epochs_done: dict[int, int] = {}  # node -> the last fed epoch it is done with
         self.replayed: dict[int, protocol.Replayed] = {}  # each node's last replay report
+        self.unread: dict[int, int] = {}  # node -> fed rows its map_fun returned without reading
         self.tensorboard_url: str | None = None
         self._cond = threading.Condition()
         self._stopping = False  # nodes are being stopped on purpose
@@ -255,6 +256,8 @@ class Attempt:
             if isinstance(msg, protocol.Started) and self._cluster_spec is None:
                 self._cluster_spec = msg.cluster_spec
             unread = msg.unread if isinstance(msg, protocol.Finished) else 0
+            if unread:
+                self.unread[node] = unread
             if unread and not self.config.strict_feed:
                 logger.warning("sparktf node %s: map_fun returned with %d fed rows unread (they "
                                "were delivered to it, not trained on); read the DataFeed until "

@@ -57,6 +57,14 @@ def translate(e: BaseException, attempt: Attempt, description: str) -> SparkTFEr
     return FeedError(f"{description} failed: {text.splitlines()[0] if text else repr(e)}")
 
 
+def _unread_summary(attempt: Attempt) -> str:
+    """The epoch summary's note of fed rows that nodes' ``map_fun`` returned without reading."""
+    if not attempt.unread:
+        return ""
+    return "; left unread by map_fun: " + ", ".join(
+        f"{attempt.nodes[n].role.name} {k}" for n, k in sorted(attempt.unread.items()))
+
+
 class Feeder:
     """Feeds one cluster's nodes; epochs are numbered across ``train()`` calls."""
 
@@ -104,9 +112,10 @@ class Feeder:
             self.epochs_fed, {str(n.node): counts.get(n.node, 0) for n in nodes}))
         self.epochs_fed += 1
         total = sum(counts.values())
-        logger.info("%s: %d rows in %.1fs (%.0f rows/s); %s", description, total, elapsed,
+        logger.info("%s: %d rows in %.1fs (%.0f rows/s); %s%s", description, total, elapsed,
                     total / max(elapsed, 1e-9),
-                    ", ".join(f"{n.role.name} {counts.get(n.node, 0)}" for n in nodes))
+                    ", ".join(f"{n.role.name} {counts.get(n.node, 0)}" for n in nodes),
+                    _unread_summary(attempt))
         return counts
 
     def replay_epoch(self, attempt: Attempt, source: int, counts: dict[int, int],
@@ -149,7 +158,8 @@ class Feeder:
         elapsed = time.monotonic() - started
         total = sum(counts.values())
         logger.info("%s (replayed by the nodes from their cache): %d rows queued in %.1fs "
-                    "(%.0f rows/s)", description, total, elapsed, total / max(elapsed, 1e-9))
+                    "(%.0f rows/s)%s", description, total, elapsed, total / max(elapsed, 1e-9),
+                    _unread_summary(attempt))
         return counts
 
     def inference(self, attempt: Attempt, data: Any, feed_timeout: float,

@@ -190,3 +190,15 @@ def test_a_malformed_memory_setting_is_named():
     from sparktf.errors import ConfigError
     with pytest.raises(ConfigError, match="spark.executor.pyspark.memory='lots'"):
         default_memory_mb({"spark.executor.pyspark.memory": "lots"}.get)
+
+
+def test_the_epoch_summary_names_rows_left_unread():
+    from types import SimpleNamespace
+
+    from sparktf.driver.feeding import _unread_summary
+    from sparktf.driver.state import NodeState
+    from sparktf.roles import assign_roles
+    nodes = [NodeState(i, r, since=0.0) for i, r in enumerate(assign_roles(3, 0, None, False))]
+    assert _unread_summary(SimpleNamespace(nodes=nodes, unread={})) == ""
+    text = _unread_summary(SimpleNamespace(nodes=nodes, unread={2: 40, 0: 7}))
+    assert text == "; left unread by map_fun: worker:0 7, worker:2 40"
