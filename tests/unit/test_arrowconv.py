@@ -95,3 +95,18 @@ def test_variable_list_column_of_equal_lengths_is_reshaped():
     col = pa.array([[1.0, 2.0], [3.0, 4.0]], type=pa.list_(pa.float32()))
     batch = pa.RecordBatch.from_arrays([col], names=["img"])
     np.testing.assert_array_equal(arrowconv.column_to_numpy(batch, 0), [[1, 2], [3, 4]])
+
+
+@pytest.mark.parametrize("arrays", [
+    [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones((2, 3), np.float32)],
+    [np.arange(3), np.arange(3.0)],            # dtypes differ: np.stack's promotion
+    [np.float32(1), np.float32(2)],           # 0-d
+])
+def test_stack_equals_np_stack(arrays):
+    got, want = arrowconv._stack(arrays), np.stack(arrays)
+    assert got.dtype == want.dtype and np.array_equal(got, want)
+
+
+def test_stack_of_different_shapes_fails_as_np_stack_does():
+    with pytest.raises(ValueError):
+        arrowconv._stack([np.ones(2), np.ones(4), np.ones(3), np.ones(3)])
