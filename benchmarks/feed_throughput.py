@@ -4,12 +4,17 @@
 
 For every row kind TFoS users feed (numpy float32 and uint8 images, Python
 lists of ints; 784 values + an int label) it measures, on the same cached RDD,
-(c) Spark's own ceiling (``foreachPartition`` counting rows in Python), (a)
+(c) Spark's own ceiling (``foreachPartition`` counting rows in Python), (f)
+the transport floor (``foreachPartition`` doing the least any feed to 2 nodes
+must: each ~4 MB chunk of rows gathered into contiguous buffers and written
+to 2 sink processes that read and drop it, ``sink.py``), (a)
 sparktf's feed to a consumer that counts rows column-wise through
 ``DataFeed.next_batch`` and (d) TensorFlowOnSpark 2.2.5 (on ``--tfos-rows``
 rows: it is slow).  For DataFrames (an ``array<float>`` image column and a
 784-byte ``binary`` one) it measures (e) Spark's DataFrame-to-Arrow ceiling
-(``mapInArrow`` counting rows, warm: one untimed run first) and (b) sparktf's
+(``mapInArrow`` counting rows, warm: one untimed run first), (g) its
+transport floor (``mapInArrow`` writing each batch as Arrow IPC to 2 sinks)
+and (b) sparktf's
 DataFrame feed; and (a2) ``DataFeed.dataset()`` iterated in graph mode (a
 ``tf.function`` loop, as ``model.fit`` does) on the float32 rows.  2 nodes on
 local-cluster[2,1,2048]; every sparktf and TFoS cluster takes a 20,000-row
@@ -65,15 +70,20 @@ def main() -> None:
         rdd = common.rows_rdd(sc, args.rows, args.partitions, kind)
         warm = common.rows_rdd(sc, 20_000, 2, kind)
         ceiling, feed = f"(c) Spark foreachPartition, {kind}", f"(a) sparktf RDD feed, {kind}"
+        floor = f"(f) transport floor (c + stack + 2 sockets), {kind}"
         tfos = f"(d) TensorFlowOnSpark 2.2.5, {kind}"
         target = 0.4 if kind == "list of ints" else 0.75
         if "rdd" in parts:
             rates[ceiling] = common.median_rate(ceiling, args.rows,
                                                 lambda: rdd.foreachPartition(count_partition),
                                                 args.repeat)
+            with common.Sinks(2) as sinks:
+                send = common.transport_floor(sinks.ports)
+                rates[floor] = common.median_rate(floor, args.rows,
+                                                  lambda: rdd.foreachPartition(send), args.repeat)
             rates[feed] = common.epoch_rates(sc, TFCluster.run, consumers.sparktf_count, count,
                                              rdd, warm, args.rows, args.repeat, feed)
-            ratios.append((feed, ceiling, target))
+            ratios += [(feed, ceiling, target), (floor, ceiling, 0), (feed, floor, 0)]
         if "dataset" in parts and kind == "numpy float32":
             name = "(a2) sparktf dataset(), graph-mode loop, numpy float32"
             rates[name] = common.epoch_rates(sc, TFCluster.run, consumers.sparktf_count_graph,
@@ -86,7 +96,7 @@ def main() -> None:
             rates[tfos] = common.epoch_rates(sc, TFoS.run, consumers.tfos_count,
                                              argparse.Namespace(batch_size=256), small, warm,
                                              args.tfos_rows, args.repeat, tfos)
-            ratios.append((feed, tfos, 20))
+            ratios += [(feed, tfos, 20), (ceiling, tfos, 0)]
             small.unpersist()
         rdd.unpersist()
         warm.unpersist()
@@ -98,13 +108,20 @@ def main() -> None:
             warm = common.image_df(spark, 20_000, 2, kind)
             ceiling = f"(e) Spark mapInArrow ceiling, {kind}"
             feed = f"(b) sparktf DataFrame feed, {kind}"
+            floor = f"(g) Arrow transport floor (e + IPC to 2 sockets), {kind}"
             rates[ceiling] = common.median_rate(
                 ceiling, args.rows, lambda: df.mapInArrow(count_batches, "n long").collect(),
                 args.repeat)
+            with common.Sinks(2) as sinks:
+                send = common.arrow_transport_floor(sinks.ports)
+                rates[floor] = common.median_rate(
+                    floor, args.rows, lambda: df.mapInArrow(send, "n long").collect(),
+                    args.repeat)
             rates[feed] = common.epoch_rates(sc, TFCluster.run, consumers.sparktf_count,
                                              {"batch_size": 256, "column": "image"}, df, warm,
                                              args.rows, args.repeat, feed)
-            ratios += [(feed, ceiling, 0.9), (feed, f"(a) sparktf RDD feed, {rdd_kind}", 1.0)]
+            ratios += [(feed, ceiling, 0.9), (floor, ceiling, 0), (feed, floor, 0),
+                       (feed, f"(a) sparktf RDD feed, {rdd_kind}", 1.0)]
             df.unpersist()
             warm.unpersist()
 
