@@ -4,6 +4,12 @@
         --cluster_size 2 --images_labels data/mnist/csv/train \\
         --model_dir mnist_model --export_dir mnist_export
 
+Spark feeds the first epoch; by default (``--cache``) the nodes keep the rows they received
+and replay epochs 2..N themselves, shuffled within each node (``cluster.train(..., cache=True)``:
+no Spark job per epoch re-reading and re-parsing the CSV). The rows must fit in the nodes'
+memory, or past ``SPARKTF_CACHE_MEMORY_MB`` (default 1024) in an encrypted spill file;
+``--no-cache`` has Spark feed every epoch (TensorFlowOnSpark's way, a fresh order each epoch).
+
 The chief exports a SavedModel to ``--export_dir`` (a local path or an ``hdfs://``,
 ``webhdfs://`` or ``s3://`` URL). ``--model_dir`` is accepted as in TensorFlowOnSpark but not
 used: ``mnist_tf.py`` shows checkpointing and resuming.
@@ -43,6 +49,9 @@ def main() -> None:
     p.add_argument("--images_labels", default="data/mnist/csv/train", help="CSV input")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch_size", type=int, default=64, help="per-worker batch size")
+    p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
+                   help="nodes replay epochs 2..N from the rows fed once (--no-cache: Spark "
+                        "feeds every epoch)")
     p.add_argument("--model_dir", default="mnist_model", help="unused (see mnist_tf.py)")
     p.add_argument("--export_dir", default="mnist_export")
     args = p.parse_args()
@@ -58,7 +67,7 @@ def main() -> None:
     data = sc.textFile(args.images_labels).map(parse_csv)
     cluster = TFCluster.run(sc, main_fun, args, args.cluster_size, num_ps=0,
                             input_mode=TFCluster.InputMode.SPARK, master_node="chief")
-    cluster.train(data, args.epochs)
+    cluster.train(data, args.epochs, cache=args.cache)
     cluster.shutdown()
     print(f"mnist_spark: trained {args.epochs} epochs on {args.cluster_size} nodes; "
           f"model exported to {args.export_dir}")
