@@ -25,6 +25,7 @@ dropped, and a batch is at most ``partitions`` rows larger than ``batch_size``.
 from __future__ import annotations
 
 import collections
+import itertools
 import logging
 import math
 from typing import Any
@@ -39,6 +40,10 @@ from .receiver import EndOfFeed, EpochEnd, EpochStart, FeedServer, Item
 
 logger = logging.getLogger(__name__)
 
+#: ``dataset()`` groups the batches of the rows already received up to about this many
+#: bytes into one tf.data element (see :meth:`DataFeed._epoch_batches`).
+GROUP_BYTES = 32 << 20
+
 
 class EpochBatcher:
     """Cuts one node's rows of an epoch into the batches all nodes agree on (pure logic)."""
@@ -48,17 +53,21 @@ class EpochBatcher:
         self.holdback = batch_size + max(0, partitions)
         self.kept: collections.deque[pa.RecordBatch] = collections.deque()
         self.rows = 0
+        self.bytes = 0  # of the kept rows, about
         self.emitted = 0
 
-    def add(self, batch: pa.RecordBatch) -> list[tuple[pa.RecordBatch, int]]:
-        """Take rows; return ``(rows, k)`` groups of ``k`` full batches ready now.
+    def add(self, batch: pa.RecordBatch, emit: bool = True) -> list[tuple[pa.RecordBatch, int]]:
+        """Take rows; return ``(rows, k)`` groups of ``k`` full batches ready now
+        (none if not ``emit``: the rows wait for a later call, which cuts the same
+        batches in a larger group).
 
         Full batches leave in groups so that the consumer pays its per-call
         overhead once per group rather than once per batch.
         """
         self.kept.append(batch)
         self.rows += batch.num_rows
-        if self.rows <= self.holdback:
+        self.bytes += batch.nbytes
+        if not emit or self.rows <= self.holdback:
             return []
         k = -(-(self.rows - self.holdback) // self.batch_size)
         self.emitted += k
@@ -76,10 +85,12 @@ class EpochBatcher:
                 self.kept[0] = head.slice(n)
             n -= parts[-1].num_rows
             self.rows -= parts[-1].num_rows
+            self.bytes -= parts[-1].nbytes
         return arrowconv.concat(parts)
 
     def finish(self, counts: list[int]) -> list[tuple[pa.RecordBatch, int]]:
-        """The remaining batches (groups of one) once every node's row count is known."""
+        """The remaining batches, in groups of equal sizes, once every node's row count is
+        known."""
         steps = math.ceil(min(counts) / self.batch_size) if counts else 0
         missing = steps - self.emitted
         if self.rows and missing <= 0:
@@ -88,7 +99,10 @@ class EpochBatcher:
         if not self.rows:
             return []
         sizes = np.diff(np.linspace(0, self.rows, missing + 1).round().astype(int))
-        out = [(self._take(int(size)), 1) for size in sizes if size > 0]
+        out = []  # runs of equal sizes as groups
+        for size, run in itertools.groupby(int(size) for size in sizes if size > 0):
+            k = len(list(run))
+            out.append((self._take(size * k), k))
         self.emitted = steps
         return out
 
@@ -346,7 +360,10 @@ class DataFeed:
                 batcher = EpochBatcher(batch_size, got.partitions)
             elif isinstance(got, Item):
                 batcher = batcher or EpochBatcher(batch_size, 1)
-                yield from batcher.add(got.batch)
+                # Rows already queued behind these join the same group: tf.data pays
+                # ~1 ms per element from the generator, far more than per row.
+                more = len(self._feed.buffer) > 0 and batcher.bytes < GROUP_BYTES
+                yield from batcher.add(got.batch, emit=not more)
             elif isinstance(got, EpochEnd):
                 self._end(got)
                 if batcher is not None:

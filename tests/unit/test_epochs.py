@@ -93,3 +93,27 @@ def test_bounded_buffer_blocks_producers_until_consumed_and_close_wakes_them():
     buf.close()
     t.join(5)
     assert done == [True, False]
+
+
+def test_deferred_rows_give_the_same_batches_in_larger_groups():
+    """dataset() defers emitting while more rows are queued: the same steps and rows in
+    fewer groups (only the split of the last rows by finish() may differ)."""
+    rng = random.Random(3)
+    pieces = [chunk(rng.choice([1, 7, 64, 300]), 1000 * i) for i in range(40)]
+    counts = [sum(p.num_rows for p in pieces)] * 2
+
+    def batches(emit):
+        batcher = EpochBatcher(32, 5)
+        groups = [g for i, p in enumerate(pieces) for g in batcher.add(p, emit=emit(i))]
+        groups += batcher.finish(counts)
+        out = []
+        for group, k in groups:
+            size = group.num_rows // k
+            out += [group.slice(i * size, size).column(0).to_pylist() for i in range(k)]
+        return out, len(groups)
+
+    eager, n_eager = batches(lambda i: True)
+    deferred, n_deferred = batches(lambda i: rng.random() < 0.3)
+    assert len(deferred) == len(eager) == math.ceil(counts[0] / 32) and n_deferred < n_eager
+    assert sum(deferred, []) == sum(eager, [])  # every row once, in order
+    assert all(1 <= len(b) <= 32 + 5 for b in deferred)

@@ -30,6 +30,9 @@ def main_fun(args, ctx):
     import sparktf
 
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    # dataset()'s epoch agreement gives every worker the same number of steps, so the
+    # strategy need not all-reduce "has every worker still data?" at every step.
+    strategy.extended.experimental_enable_get_next_as_optional = False
     feed = ctx.get_data_feed(train_mode=True)
     ds = feed.dataset(args.batch_size).map(
         lambda image, label: (tf.reshape(image, (-1, 28, 28, 1)), label))
