@@ -230,7 +230,7 @@ class Sinks:
 def transport_floor(ports: list[int]):
     """A ``foreachPartition`` function doing the least any feed of (image, label) rows to
     ``len(ports)`` nodes must do beyond Spark's ceiling: gather each ~4 MB chunk of rows
-    into one contiguous buffer per column (``np.stack``; lists of ints through
+    into one contiguous buffer per column (``np.concatenate``; lists of ints through
     ``array.fromlist``) and write an equal share of it to each node's socket, with no
     checks, framing, MAC or acknowledgement."""
     def floor(it):
@@ -251,7 +251,7 @@ def transport_floor(ports: list[int]):
             if not rows:
                 break
             if isinstance(rows[0][0], np.ndarray):
-                images = np.stack([r[0] for r in rows])
+                images = np.concatenate([r[0] for r in rows]).reshape(len(rows), -1)
             else:
                 flat = array.array("q")
                 for r in rows:

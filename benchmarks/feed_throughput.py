@@ -70,7 +70,7 @@ def main() -> None:
         rdd = common.rows_rdd(sc, args.rows, args.partitions, kind)
         warm = common.rows_rdd(sc, 20_000, 2, kind)
         ceiling, feed = f"(c) Spark foreachPartition, {kind}", f"(a) sparktf RDD feed, {kind}"
-        floor = f"(f) transport floor (c + stack + 2 sockets), {kind}"
+        floor = f"(f) transport floor (c + gather + 2 sockets), {kind}"
         tfos = f"(d) TensorFlowOnSpark 2.2.5, {kind}"
         target = 0.4 if kind == "list of ints" else 0.75
         if "rdd" in parts:
