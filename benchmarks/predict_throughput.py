@@ -19,7 +19,10 @@ on all rows.  Where the time goes, measured in the same run:
   the same column: the JVM's conversion to Arrow and the transfer);
 * each UDF with a *null model* (a SavedModel with the same input and output
   shapes that returns 10 of the pixels): the UDF's own cost on top of that;
-* the model alone in one process (the signature on numpy batches, 2 threads);
+* the model alone (the signature on numpy batches) in 2 processes at once, with 1 TF
+  thread each (as both UDFs run it here: sparktf sizes TensorFlow's pools to the task's
+  core, and the baseline's ``make_predict_fn`` does the same) and with 2 (TensorFlow's
+  default): the floor both UDFs stand on;
 * for every run, the CPU seconds spent by the executor JVMs and by the Python
   workers (from /proc, this benchmark's processes only): on a shared machine
   they vary much less than wall time, and they show where the time goes.
@@ -133,10 +136,27 @@ def binary_df(df):
 
 
 def make_baseline_fn(export: str, binary: bool):
-    """``make_predict_fn`` for predict_batch_udf: the same signature on numpy batches."""
+    """``make_predict_fn`` for predict_batch_udf: the same signature on numpy batches.
+
+    It sizes TensorFlow's thread pools to the task's cores as sparktf does, so
+    both UDFs run the model with the same threads (the Python workers are
+    shared by both UDFs, and TensorFlow's pools are fixed by whichever import
+    comes first in a worker: without this the order of the variants would
+    decide which one runs with TensorFlow's default of every core).
+    """
     def make():
         import numpy as np
         import tensorflow as tf
+        from pyspark import TaskContext
+        cpus = TaskContext.get().cpus()
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(cpus)
+            tf.config.threading.set_inter_op_parallelism_threads(cpus)
+        except RuntimeError:        # TensorFlow already runs in this worker
+            pass
+        threads = tf.config.threading.get_intra_op_parallelism_threads()
+        if threads != cpus:
+            raise RuntimeError(f"this worker's TensorFlow runs {threads} threads, not {cpus}")
         fn = tf.saved_model.load(export).signatures["serving_default"]
         (name,) = fn.structured_input_signature[1]
 
@@ -148,18 +168,53 @@ def make_baseline_fn(export: str, binary: bool):
     return make
 
 
-def model_only(export: str, rows: int) -> float:
-    """Seconds for the signature alone on ``rows`` rows in this process (batches of BATCH)."""
+def model_only(export: str, rows: int, processes: int, threads: int) -> tuple[float, float]:
+    """Wall and CPU seconds for the signature alone on ``rows`` rows (batches of BATCH, numpy in and
+    out), split over ``processes`` processes running at once with ``threads`` TF threads each.
+
+    ``2 x 1 thread`` is the model's floor on local-cluster[2,1,...] as sparktf sizes
+    TensorFlow (one thread per task core), and the benchmark sizes predict_batch_udf's the
+    same; ``2 x 2 threads`` is TensorFlow's default (every core of the machine in each process).
+    """
+    import subprocess
+    procs = [subprocess.Popen([sys.executable, os.path.abspath(__file__), "--model-only",
+                               export, str(rows // processes), str(threads)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for _ in range(processes)]
+    def line(p, word):
+        for text in p.stdout:
+            if text.startswith(word):
+                return text
+        raise RuntimeError(f"the model-only process exited with {p.wait()}")
+
+    for p in procs:                      # each has imported TF, loaded and warmed the model
+        line(p, "ready")
+    t0 = time.perf_counter()
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    cpu = sum(float(line(p, "done").split()[1]) for p in procs)
+    wall = time.perf_counter() - t0
+    for p in procs:
+        p.wait()
+    return wall, cpu
+
+
+def _model_only_process(export: str, rows: int, threads: int) -> None:
     import numpy as np
     import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
     fn = tf.saved_model.load(export).signatures["serving_default"]
     (name,) = fn.structured_input_signature[1]
     x = np.random.default_rng(0).random((BATCH, 28, 28, 1), dtype=np.float32)
     fn(**{name: tf.constant(x)})
-    t0 = time.perf_counter()
-    for _ in range(rows // BATCH):
-        fn(**{name: tf.constant(x)})["output_0"].numpy()
-    return (time.perf_counter() - t0) * rows / (rows // BATCH * BATCH)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    cpu = time.process_time()
+    for start in range(0, rows, BATCH):
+        fn(**{name: tf.constant(x[:min(BATCH, rows - start)])})["output_0"].numpy()
+    print(f"done {time.process_time() - cpu}", flush=True)
 
 
 def main() -> None:
@@ -219,9 +274,12 @@ def main() -> None:
                                        else [[28, 28, 1]])
             run(f"predict_batch_udf, {kind}{label}", data, warm_data, theirs(col))
 
-    name = "model alone, 1 process (numpy in, numpy out)"
-    results[name] = model_only(export, args.rows)
-    print(f"  {name}: {results[name]:.2f} s", flush=True)
+    for processes, threads in ((2, 1), (2, 2)):
+        name = f"model alone, {processes} processes x {threads} TF thread(s)"
+        results[name], model_cpu = model_only(export, args.rows, processes, threads)
+        cpu[name] = {"executor JVMs": 0.0, "Python workers": model_cpu}
+        print(f"  {name}: {results[name]:.2f} s ({args.rows / results[name]:,.0f} rows/s), "
+              f"{model_cpu:.1f} CPU s", flush=True)
     print("\nCPU seconds per run (executor JVMs + Python workers = total):")
     for name, parts in cpu.items():
         print(f"  {name:<40} {parts['executor JVMs']:6.1f} + {parts['Python workers']:6.1f} = "
@@ -242,4 +300,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--model-only"]:
+        _model_only_process(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    else:
+        main()
