@@ -8,7 +8,9 @@
   times, as an epoch whose ``DataFeed.batch_id`` is the batch time in ms.
 * **DStream inference**: ``transform`` turns every micro-batch RDD into the
   inference RDD of the batch path, so the result is a DStream with one result
-  per row, in order within each partition.
+  per row, in order within each partition.  The micro-batch is scored on the
+  driver when its jobs are generated and its results persisted, so that a node
+  failure with ``max_restarts`` restarts the cluster and scores it again.
 * **Structured Streaming inference**: the DataFrame-out path (``mapInArrow``)
   on a streaming DataFrame; the application starts the query (any sink,
   checkpointed) and passes it to ``shutdown(query)`` to wait for a stop.
@@ -28,11 +30,11 @@ Every source of a stop puts one event on a ``queue.SimpleQueue``, whose
 blocks on its ``get``: no polling.  With ``max_restarts``, a node failure
 restarts the cluster while the stream runs (from the watcher thread, or from
 the micro-batch that hit it, whichever comes first; one lock makes it
-happen once) and the interrupted micro-batch is fed again.  A training
-micro-batch counts as fed only once every node reported it done
-(``EpochDone``: it asked for the next one), not when the feed job ends: the
-job ends as soon as the nodes have *buffered* the rows, and a node failing
-between the two used to lose the micro-batch.
+happen once) and the interrupted micro-batch is fed (or, for DStream
+inference, scored) again.  A training micro-batch counts as fed only once
+every node reported it done (``EpochDone``: it asked for the next one), not
+when the feed job ends: the job ends as soon as the nodes have *buffered* the
+rows, and a node failing between the two used to lose the micro-batch.
 """
 
 from __future__ import annotations
@@ -88,6 +90,10 @@ class StreamControl:
         self._closed = False
         self._queries: list = []
         self._watching = False
+        self._frames = False  # a Structured Streaming inference frame was made
+        # DStream inference: batch time (ms) -> the micro-batch's persisted results
+        self._scored: dict[int, list] = {}
+        self._listening: set[int] = set()  # StreamingContexts unpersisting them
         self._stop_server: stopmod.StopServer | None = None
 
     # -- what users call ---------------------------------------------------------------
@@ -166,14 +172,55 @@ class StreamControl:
                 raise ConfigError("inference on a streaming DataFrame needs schema= (e.g. "
                                   "'prediction long'): a stream cannot be probed for it")
             self._register()
+            self._frames = True
             return feeder.inference_frame(self.attempt(), data, feed_timeout, schema,
                                           keep_columns)
         self._register()
+        if id(data._ssc) not in self._listening:
+            self._listening.add(id(data._ssc))
+            data._ssc.addStreamingListener(_unpersister(self._scored))
 
-        def infer(rdd: Any) -> Any:
-            return feeder.inference(self.attempt(), rdd, feed_timeout, self.attempt)
+        def infer(when: datetime.datetime, rdd: Any) -> Any:
+            if rdd is None:
+                return None
+            if not rdd.getNumPartitions():  # no new data: nothing to score, no job
+                return feeder.inference(self.attempt(), rdd, feed_timeout, self.attempt)
+            results = self._score(rdd, f"sparktf stream inference {when:%H:%M:%S.%f}",
+                                  feed_timeout)
+            self._scored.setdefault(round(when.timestamp() * 1000), []).append(results)
+            return results
 
         return data.transform(infer)
+
+    def _score(self, rdd: Any, description: str, feed_timeout: float) -> Any:
+        """Score one DStream micro-batch now, on the driver, across restarts.
+
+        ``transform`` calls this on the driver when Spark Streaming generates the
+        micro-batch's jobs.  The results are computed here (a ``count`` job) and
+        persisted, so the output operations read them instead of running the
+        nodes again.  A node failure fails that job and releases its task slots
+        before anything waits: with ``max_restarts`` the cluster restarts and
+        the micro-batch is scored again from its first row on the new nodes (the
+        failed job's partial results are dropped), so no row is lost or scored
+        twice in the output.  The results are unpersisted when Spark Streaming
+        reports the micro-batch completed (:func:`_unpersister`), or at the stop.
+        """
+        from pyspark import StorageLevel
+        feeder = self.cluster._feeder
+        while True:
+            attempt = self.attempt()
+            results = feeder.inference(attempt, rdd, feed_timeout,
+                                       lambda attempt=attempt: attempt)
+            results.persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                feeder.run_job(attempt, description, results.count)
+                return results
+            except SparkTFError as e:
+                results.unpersist(blocking=False)
+                if attempt.error is None or not self._recover(attempt):
+                    self._events.put(("error", self.attempt().error or e))
+                    raise
+                logger.warning("%s: scoring it again on the restarted cluster", description)
 
     def _register(self) -> None:
         if self._closed:
@@ -196,6 +243,14 @@ class StreamControl:
             if self.cluster._attempt is not failed:
                 return True  # another thread restarted it already
             if self._closed or not self.cluster._may_restart():
+                return False
+            if self._frames:
+                # Its mapInArrow tasks were planned with the failed nodes' addresses and no
+                # driver code runs per micro-batch: a new cluster could not serve it.
+                logger.warning("sparktf cluster %s: not restarted: a Structured Streaming "
+                               "inference query runs on the failed nodes; start the "
+                               "application again on the query's checkpoint",
+                               self.cluster.cluster_id)
                 return False
             try:
                 self.cluster._restart()
@@ -313,6 +368,10 @@ class StreamControl:
                 self._closed = True
                 attempt = self.cluster._attempt
             attempt.wake()
+            for results in [r for batch in self._scored.values() for r in batch]:
+                with contextlib.suppress(Exception):  # the SparkContext may be gone
+                    results.unpersist(blocking=False)
+            self._scored.clear()
             if self._stop_server is not None:
                 self._stop_server.close()
         if error is not None:
@@ -345,6 +404,25 @@ class StreamControl:
         for query in self._queries:
             with contextlib.suppress(Exception):  # it may have failed already
                 query.stop()
+
+
+def _unpersister(scored: dict[int, list]) -> Any:
+    """A StreamingListener unpersisting a DStream micro-batch's scored results (``scored``:
+    batch time in ms -> results) once Spark Streaming reports the micro-batch completed,
+    i.e. all its output operations ran.
+
+    Spark Streaming unpersists the RDDs its DStreams generated itself, but not the
+    persisted results under a ``map`` the application chained to ``inference(dstream)``.
+    """
+    from pyspark.streaming.listener import StreamingListener
+
+    class Unpersist(StreamingListener):
+        def onBatchCompleted(self, batchCompleted: Any) -> None:  # noqa: N802,N803
+            batch = scored.pop(batchCompleted.batchInfo().batchTime().milliseconds(), [])
+            for results in batch:
+                results.unpersist(blocking=False)
+
+    return Unpersist()
 
 
 @contextlib.contextmanager

@@ -56,14 +56,24 @@ def infer_lines(args, ctx):
     """Inference on text lines ``key,value``: the result is ``key=2*value``.
 
     With ``marker``, the first batch writes a file there and waits ``delay``
-    s before answering (a micro-batch in flight for the SIGTERM test).
+    s before answering (a micro-batch in flight for the SIGTERM test).  In
+    attempt 0, a batch holding the key ``fail_on`` makes the node raise (the
+    restart test); a key ``poison`` makes any attempt raise, after writing the
+    time to ``poisoned``.
     """
     feed = ctx.get_data_feed(train_mode=False)
     marker = args.get("marker")
+    fail_on = args.get("fail_on") if ctx.attempt == 0 else None
     while not feed.should_stop():
         batch = feed.next_batch(50)
         if not batch:
             break
+        keys = {r.split(",")[0] for r in batch}
+        if fail_on in keys:
+            raise ValueError(f"boom in inference at {fail_on}")
+        if args.get("poison") in keys:
+            _save(os.path.join(args["out"], "poisoned"), time.time())
+            raise ValueError("boom in inference: a poisoned line")
         if marker:  # once: the test signals the driver while this batch is in flight
             with open(os.path.join(marker, f"busy-{ctx.executor_id}"), "w"):
                 pass

@@ -161,14 +161,19 @@ def _saved(prefix):
     return out
 
 
-def test_dstream_inference_text_files_and_the_stop_command(sc, tmp_path, stop_dir, caplog,
-                                                           no_leftovers):
+def test_dstream_inference_text_files_restart_and_the_stop_command(sc, tmp_path, stop_dir,
+                                                                   caplog, no_leftovers):
+    """textFileStream inference, 3 files x 200 lines.  A node fails in the middle of the
+    second file's micro-batch (max_restarts=1): the cluster restarts and that micro-batch is
+    scored again; a wrong-token stop command is refused, the real one stops the stream:
+    the saved results hold each of the 600 lines' results exactly once."""
     from pyspark.streaming import StreamingContext
     indir = tmp_path / "in"
     indir.mkdir()
     ssc = StreamingContext(sc, 1)
     lines = ssc.textFileStream(str(indir))
-    cluster = start(sc, streamfuns.infer_lines, tmp_path)
+    persisted = len(sc._jsc.getPersistentRDDs())
+    cluster = start(sc, streamfuns.infer_lines, tmp_path, fail_on="b150", max_restarts=1)
     results = cluster.inference(lines)
     results.saveAsTextFiles(str(tmp_path / "out" / "pred"))
     counted, first, done = [0], threading.Event(), threading.Event()
@@ -213,6 +218,8 @@ def test_dstream_inference_text_files_and_the_stop_command(sc, tmp_path, stop_di
     assert outcome["good"].returncode == 0, outcome["good"].stderr
     assert "rejected a stop request" in caplog.text
     assert info["token"] not in caplog.text
+    assert cluster.restarts == 1 and "scoring it again on the restarted cluster" in caplog.text
+    assert len(sc._jsc.getPersistentRDDs()) == persisted, "the results are unpersisted"
     expected = sorted(f"{k}{i}={2 * i}" for k in "abc" for i in range(200))
     assert sorted(_saved(tmp_path / "out" / "pred")) == expected
     assert not os.path.exists(stop_file)
