@@ -20,8 +20,12 @@ $(STAMP): setup.py pyproject.toml
 	$(PY) -m pip install -q -e '.[test,examples]'
 	touch $(STAMP)
 
+# Two pytest-xdist workers: most tests wait on JVMs, processes and sockets, not on the CPU.
+# Each module runs whole in one worker; the Hadoop modules share one (tests/conftest.py).
+TEST_WORKERS ?= 2
+
 test: $(STAMP) lint
-	$(PY) -m pytest --durations=15 tests
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=15 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --select E,F,W --line-length 100 sparktf tests benchmarks examples

@@ -17,9 +17,39 @@ if HERE not in sys.path:  # tests/ on sys.path: `servers` is importable here and
 from servers.procs import live_processes  # noqa: E402
 
 
+#: Set by pytest-xdist in each worker process (`make test` runs two); the processes a test
+#: starts inherit it. (YARN containers do not: the Hadoop fixture checks those by its
+#: work directory.)
+WORKER_ENV = "PYTEST_XDIST_WORKER"
+
+
+def started_here(pid: int) -> bool:
+    """Whether process ``pid`` was started by this pytest process's tests (always true
+    without pytest-xdist)."""
+    worker = os.environ.get(WORKER_ENV)
+    if not worker:
+        return True
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"{WORKER_ENV}={worker}".encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
 def sparktf_processes() -> list[tuple[int, str]]:
-    """Live (non-zombie) sparktf node, supervisor and TensorBoard processes."""
-    return live_processes(lambda cmd: "sparktf.node." in cmd or "tensorboard.main" in cmd)
+    """Live (non-zombie) sparktf node, supervisor and TensorBoard processes of this pytest
+    process's tests."""
+    return [(pid, cmd) for pid, cmd in live_processes(
+        lambda cmd: "sparktf.node." in cmd or "tensorboard.main" in cmd) if started_here(pid)]
+
+
+def pytest_collection_modifyitems(config, items):
+    """`make test` runs two pytest-xdist workers with ``--dist loadgroup``: each module runs
+    whole in one worker (its module fixtures are set up once), and the modules marked
+    ``hadoop`` all in the same one (one Hadoop mini cluster per run)."""
+    for item in items:
+        group = "hadoop" if item.get_closest_marker("hadoop") else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def wait_no_sparktf_processes(timeout: float = 20.0) -> list[tuple[int, str]]:

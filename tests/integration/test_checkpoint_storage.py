@@ -13,7 +13,7 @@ import pytest
 import sparktf
 from sparktf import fs
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hadoop]
 
 
 @pytest.fixture(params=["local", "s3", "hdfs", "webhdfs"])

@@ -20,7 +20,7 @@ from pyspark import cloudpickle
 
 from sparktf import fs, local_copy, readers
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hadoop]
 
 MNIST = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "examples", "mnist")

@@ -25,6 +25,8 @@ import pytest
 from sparktf import fs
 from sparktf.errors import StorageError
 
+pytestmark = pytest.mark.hadoop
+
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

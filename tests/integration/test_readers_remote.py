@@ -24,7 +24,7 @@ tf = pytest.importorskip("tensorflow")
 from sparktf import fs, readers  # noqa: E402
 from sparktf.errors import ConfigError  # noqa: E402
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hadoop]
 
 WORKERS = 3
 WIDTH = 64  # floats per Parquet "image"

@@ -25,7 +25,7 @@ from servers.fixtures import free_port
 from sparktf import TFCluster, fs
 from sparktf.node import logsync
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hadoop]
 
 
 def get(url):

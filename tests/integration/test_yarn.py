@@ -19,7 +19,7 @@ import pytest
 
 from sparktf import fs, local_copy
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.hadoop]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MNIST = os.path.join(ROOT, "examples", "mnist")
