@@ -26,6 +26,8 @@ def main_fun(args, ctx):
 
     import sparktf
 
+    if args.seed is not None:   # as mnist_spark.py --seed: the same initial weights
+        tf.keras.utils.set_random_seed(args.seed)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     feed = ctx.get_data_feed(train_mode=True)
     ds = feed.dataset(args.batch_size, columns=["image", "label"]).map(
@@ -41,7 +43,8 @@ def read_images(spark, path):
     """``label,p0,...,p783`` lines -> (image array<float> scaled to [0, 1], label long)."""
     return (spark.read.text(path)
             .selectExpr("split(value, ',') as v")
-            .selectExpr("transform(slice(v, 2, 784), p -> cast(p as float) / 255) as image",
+            .selectExpr("transform(slice(v, 2, 784), p -> cast(cast(p as float) / 255 as float))"
+                        " as image",
                         "cast(v[0] as long) as label"))
 
 
@@ -58,6 +61,11 @@ def main() -> None:
                    help="directory with train/ and test/ CSV")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch_size", type=int, default=64, help="per-worker batch size")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed TensorFlow on every node (initial weights, dropout)")
+    p.add_argument("--partitions", type=int, default=None,
+                   help="coalesce the training data to N partitions (with --seed and 1, every "
+                        "run feeds the nodes the same rows in the same order)")
     p.add_argument("--export_dir", default="mnist_export")
     p.add_argument("--model_path", default="mnist_tfmodel", help="where the TFModel is saved")
     args = p.parse_args()
@@ -74,9 +82,11 @@ def main() -> None:
     export_dir = os.path.abspath(args.export_dir) if "://" not in args.export_dir \
         else args.export_dir
     train = read_images(spark, os.path.join(args.images_labels, "train"))
+    if args.partitions:
+        train = train.coalesce(args.partitions)
     test = read_images(spark, os.path.join(args.images_labels, "test")).cache()
 
-    estimator = (TFEstimator(main_fun, {})
+    estimator = (TFEstimator(main_fun, {"seed": args.seed})
                  .setInputMapping({"image": "image", "label": "label"})
                  .setClusterSize(args.cluster_size).setMasterNode("chief")
                  .setEpochs(args.epochs).setBatchSize(args.batch_size)

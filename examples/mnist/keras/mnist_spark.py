@@ -29,6 +29,8 @@ def main_fun(args, ctx):
 
     import sparktf
 
+    if args.seed is not None:   # same initial weights and dropout masks run after run
+        tf.keras.utils.set_random_seed(args.seed)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
     # dataset()'s epoch agreement gives every worker the same number of steps, so the
     # strategy need not all-reduce "has every worker still data?" at every step.
@@ -55,6 +57,11 @@ def main() -> None:
     p.add_argument("--cache", action=argparse.BooleanOptionalAction, default=True,
                    help="nodes replay epochs 2..N from the rows fed once (--no-cache: Spark "
                         "feeds every epoch)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed TensorFlow on every node (initial weights, dropout)")
+    p.add_argument("--partitions", type=int, default=None,
+                   help="coalesce the training data to N partitions (with --seed and 1, every "
+                        "run feeds the nodes the same rows in the same order)")
     p.add_argument("--model_dir", default="mnist_model", help="unused (see mnist_tf.py)")
     p.add_argument("--export_dir", default="mnist_export")
     args = p.parse_args()
@@ -68,6 +75,8 @@ def main() -> None:
     if os.path.exists(model_py):   # on YARN in cluster mode it comes with --py-files instead
         sc.addPyFile(model_py)
     data = sc.textFile(args.images_labels).map(parse_csv)
+    if args.partitions:
+        data = data.coalesce(args.partitions)
     cluster = TFCluster.run(sc, main_fun, args, args.cluster_size, num_ps=0,
                             input_mode=TFCluster.InputMode.SPARK, master_node="chief")
     cluster.train(data, args.epochs, cache=args.cache)
