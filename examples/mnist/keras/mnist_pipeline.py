@@ -29,6 +29,8 @@ def main_fun(args, ctx):
     if args.seed is not None:   # as mnist_spark.py --seed: the same initial weights
         tf.keras.utils.set_random_seed(args.seed)
     strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    # As mnist_spark.py: dataset()'s epoch agreement gives every worker the same steps.
+    strategy.extended.experimental_enable_get_next_as_optional = False
     feed = ctx.get_data_feed(train_mode=True)
     ds = feed.dataset(args.batch_size, columns=["image", "label"]).map(
         lambda image, label: (tf.reshape(image, (-1, 28, 28, 1)), label))
