@@ -4,7 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# Hadoop's mini clusters for the HDFS and YARN tests: jars fetched by Maven (tests/hadoop/pom.xml)
+# Hadoop's mini clusters for the HDFS and YARN tests and Spark's s3a:// (tests/hadoop/pom.xml,
+# tests/s3a/pom.xml): jars fetched by Maven
 # into this cache, outside the source tree; the tests fill it themselves if it is empty.
 HADOOP_CACHE ?= $(HOME)/.cache/sparktf-hadoop
 export SPARKTF_HADOOP_CACHE := $(HADOOP_CACHE)
@@ -40,6 +41,7 @@ integration: $(STAMP)
 
 hadoop: $(STAMP)
 	$(PY) -c 'import sys; sys.path.insert(0, "tests"); from servers.hadoop import prepare; print(prepare())'
+	$(PY) -c 'import sys; sys.path.insert(0, "tests"); from servers import s3a; print(len(s3a.spark_jars()))'
 
 kafka: $(STAMP)
 	$(PY) -c 'import sys; sys.path.insert(0, "tests"); from servers import kafka; \

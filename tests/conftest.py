@@ -66,7 +66,8 @@ def sc(request):
     """A real ``local-cluster[3,1,1024]`` Spark: 3 executors with one slot each.
 
     With Spark's Kafka source (``spark.jars``) when the session runs a test that
-    uses the ``kafka`` broker fixture or is marked ``kafka``.
+    uses the ``kafka`` broker fixture or is marked ``kafka``, and with hadoop-aws
+    (Spark's ``s3a://``) when it runs one that uses the ``s3a`` fixture.
     """
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
@@ -80,10 +81,16 @@ def sc(request):
     conf = (SparkConf().setMaster("local-cluster[3,1,1024]").setAppName("sparktf-tests")
             .set("spark.driver.host", "127.0.0.1").set("spark.ui.enabled", "false")
             .set("spark.executorEnv.PYTHONPATH", os.pathsep.join(sys.path)))
+    jars = []
     if any("kafka" in item.fixturenames or item.get_closest_marker("kafka")
            for item in request.session.items):
         from servers.kafka import spark_jars
-        conf.set("spark.jars", ",".join(spark_jars()))
+        jars += spark_jars()
+    if any("s3a" in item.fixturenames for item in request.session.items):
+        from servers import s3a
+        jars += s3a.spark_jars()
+    if jars:
+        conf.set("spark.jars", ",".join(jars))
     # A test that needs other Spark settings (e.g. test_encryption.py turning Spark's RPC
     # encryption on) runs its module in a pytest process of its own with this variable set.
     conf.setAll(json.loads(os.environ.get("SPARKTF_TEST_SPARK_CONF", "{}")).items())

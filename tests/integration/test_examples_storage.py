@@ -1,7 +1,8 @@
 """The MNIST examples on remote storage: S3 (moto) and HDFS (Hadoop's MiniDFSCluster).
 
 The examples' ``run(sc, args)`` functions run in the session's Spark (no
-spark-submit): ``mnist_data_setup`` writes S3 and HDFS from the executors,
+spark-submit): ``mnist_data_setup`` writes ``s3a://`` with Spark's own writers
+(hadoop-aws) and HDFS from the executors through ``sparktf.fs``,
 ``mnist_tf`` trains from TFRecords and Parquet there, each worker reporting
 the files it read (checked against the NameNode's audit log on HDFS),
 checkpoints and resumes from them, and exports a model that loads back and
@@ -62,9 +63,25 @@ def part_files(url):
 
 
 @pytest.fixture(scope="module")
-def s3_mnist(sc, s3_server):
-    """MNIST written to S3 by mnist_data_setup (the executors get the AWS variables)."""
-    return data_setup(sc, s3_server["url"] + "/mnist", env=s3_server["env"])
+def s3a(sc, s3_server):
+    """``s3a://BUCKET``: Spark's own S3 file system on the moto server.
+
+    The session's Spark has hadoop-aws and the AWS SDK on ``spark.jars`` (conftest's
+    ``sc`` adds them when a test uses this fixture); the endpoint and credentials go
+    into its Hadoop configuration, which Spark ships to the executors with each job.
+    """
+    from servers import s3a as s3a_jars
+
+    conf = sc._jsc.hadoopConfiguration()
+    for name, value in s3a_jars.hadoop_conf(s3_server["endpoint"], s3_server["env"]).items():
+        conf.set(name, value)
+    return f"s3a://{s3_server['bucket']}"
+
+
+@pytest.fixture(scope="module")
+def s3_mnist(sc, s3a):
+    """MNIST written to S3 by mnist_data_setup with Spark's own writers on ``s3a://``."""
+    return data_setup(sc, s3a + "/mnist")
 
 
 def test_data_setup_writes_s3(s3_mnist):

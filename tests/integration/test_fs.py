@@ -286,11 +286,15 @@ def test_hdfs_unreachable_namenode():
 
 def test_hdfs_missing_file(hadoop):
     url = f"{hadoop.namenode}/tmp/no-such-dir-{uuid.uuid4().hex[:6]}/f"
+    start = time.monotonic()
     assert not fs.exists(url)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError) as raised:
         fs.open_input(url)
-    with pytest.raises(FileNotFoundError):
+    assert url.split("://", 1)[1].split("/", 1)[1] in str(raised.value), raised.value
+    with pytest.raises(FileNotFoundError) as raised:
         fs.listdir(fs.join(url, ".."))
+    assert "no-such-dir-" in str(raised.value), raised.value
+    assert time.monotonic() - start < 10
 
 
 @pytest.mark.parametrize("scheme", ["hdfs", "webhdfs"])

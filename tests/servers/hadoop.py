@@ -92,8 +92,11 @@ class MiniHadoop:
     address), ``pid``.
     """
 
-    def __init__(self, work_dir: str, datanodes: int = 1, nodemanagers: int = 2,
-                 nm_memory_mb: int = 6144, nm_vcores: int = 2) -> None:
+    # One NodeManager of 8 GiB: every NodeManager localises (copies, unpacks and, without
+    # libhadoop, chmods file by file with a process each) test_yarn's 2 GB archive of
+    # ~19,000 files, so a second one only doubled that for the application.
+    def __init__(self, work_dir: str, datanodes: int = 1, nodemanagers: int = 1,
+                 nm_memory_mb: int = 8192, nm_vcores: int = 4) -> None:
         self.work_dir = os.path.abspath(work_dir)
         self.args = [str(datanodes), str(nodemanagers), str(nm_memory_mb), str(nm_vcores)]
         self.proc: subprocess.Popen | None = None

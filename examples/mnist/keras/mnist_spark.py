@@ -48,7 +48,7 @@ def main_fun(args, ctx):
         print(f"exported SavedModel to {args.export_dir}", flush=True)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--cluster_size", type=int, default=2, help="number of TF nodes")
     p.add_argument("--images_labels", default="data/mnist/csv/train", help="CSV input")
@@ -64,13 +64,14 @@ def main() -> None:
                         "run feeds the nodes the same rows in the same order)")
     p.add_argument("--model_dir", default="mnist_model", help="unused (see mnist_tf.py)")
     p.add_argument("--export_dir", default="mnist_export")
-    args = p.parse_args()
+    return p
 
-    from pyspark import SparkContext
-    from sparktf import TFCluster
+
+def run(sc, args) -> None:
+    """Train on SparkContext ``sc``, fed from the CSV by Spark, and export."""
     from mnist_model import parse_csv
+    from sparktf import TFCluster
 
-    sc = SparkContext.getOrCreate()
     model_py = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist_model.py")
     if os.path.exists(model_py):   # on YARN in cluster mode it comes with --py-files instead
         sc.addPyFile(model_py)
@@ -82,7 +83,13 @@ def main() -> None:
     cluster.train(data, args.epochs, cache=args.cache)
     cluster.shutdown()
     print(f"mnist_spark: trained {args.epochs} epochs on {args.cluster_size} nodes; "
-          f"model exported to {args.export_dir}")
+          f"model exported to {args.export_dir}", flush=True)
+
+
+def main() -> None:
+    args = parser().parse_args()
+    from pyspark import SparkContext
+    run(SparkContext.getOrCreate(), args)
 
 
 if __name__ == "__main__":
