@@ -56,8 +56,9 @@ def memory_bytes() -> int:
                * (1 << 20))
 
 
-def _mib(key: str, text: str) -> float:
-    """Spark memory setting ``key`` (``512m``, ``2g``, ``1024``) in MiB."""
+def _mib(conf: Callable[[str], str | None], key: str, default: str) -> float:
+    """Spark memory setting ``key`` (``512m``, ``2g``, ``1024``; ``default`` if unset) in MiB."""
+    text = conf(key) or default
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt])?b?\s*", text.lower())
     if not m:
         raise ConfigError(f"{key}={text!r} is not a memory size (e.g. 512m, 2g)")
@@ -83,19 +84,15 @@ def default_memory_mb(conf: Callable[[str], str | None]) -> tuple[int, str]:
     almost as fast (README, Performance), so a small bound costs little.
     """
     if conf("spark.executor.pyspark.memory"):
-        limit = _mib("spark.executor.pyspark.memory", conf("spark.executor.pyspark.memory"))
+        limit = _mib(conf, "spark.executor.pyspark.memory", "")
         return max(1, int(limit / 4)), "a quarter of spark.executor.pyspark.memory"
-    master = conf("spark.master") or ""
-    if master.startswith(("yarn", "k8s://")):
+    if (conf("spark.master") or "").startswith(("yarn", "k8s://")):
         if conf("spark.executor.memoryOverhead"):
-            overhead = _mib("spark.executor.memoryOverhead",
-                            conf("spark.executor.memoryOverhead"))
+            overhead = _mib(conf, "spark.executor.memoryOverhead", "")
         else:
             factor = float(conf("spark.executor.memoryOverheadFactor") or 0.1)
-            overhead = max(
-                _mib("spark.executor.minMemoryOverhead",
-                     conf("spark.executor.minMemoryOverhead") or "384m"),
-                factor * _mib("spark.executor.memory", conf("spark.executor.memory") or "1g"))
+            overhead = max(_mib(conf, "spark.executor.minMemoryOverhead", "384m"),
+                           factor * _mib(conf, "spark.executor.memory", "1g"))
         return max(1, int(overhead / 4)), "a quarter of spark.executor.memoryOverhead"
     return DEFAULT_MEMORY_BYTES >> 20, "the default"
 
