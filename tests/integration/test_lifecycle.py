@@ -78,12 +78,15 @@ def test_exception_in_worker_raises_on_driver_with_traceback(sc, no_leftovers):
 
 
 def test_os_exit_in_worker_raises_on_driver(sc, no_leftovers):
-    cluster = TFCluster.run(sc, nodefuns.exit_on_worker, None, 2, master_node="chief",
-                            reservation_timeout=120)
-    t0 = time.monotonic()
+    # The worker exits a second after it starts; on a loaded machine that can be before the
+    # chief is running, and then run() itself raises the error (as it should).
+    t0 = None
     with pytest.raises(NodeError, match=r"worker:0 .*exited with code 3"):
+        cluster = TFCluster.run(sc, nodefuns.exit_on_worker, None, 2, master_node="chief",
+                                reservation_timeout=120)
+        t0 = time.monotonic()
         cluster.shutdown(timeout=120)
-    assert time.monotonic() - t0 < 10
+    assert t0 is None or time.monotonic() - t0 < 10
 
 
 def test_too_few_slots_fails_within_reservation_timeout(sc, no_leftovers):
