@@ -13,7 +13,7 @@ export SPARKTF_HADOOP_CACHE := $(HADOOP_CACHE)
 KAFKA_CACHE ?= $(HOME)/.cache/sparktf-kafka
 export SPARKTF_KAFKA_CACHE := $(KAFKA_CACHE)
 
-.PHONY: test unit integration lint demo bench clean hadoop kafka
+.PHONY: test unit integration lint demo bench clean hadoop kafka fuzz
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ lint: $(STAMP)
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit
+
+# The servers' fuzz tests with 5,000 hypothesis examples per target (make test runs 400).
+fuzz: $(STAMP)
+	SPARKTF_FUZZ_EXAMPLES=5000 $(PY) -m pytest tests/unit/test_fuzz_servers.py
 
 integration: $(STAMP)
 	$(PY) -m pytest tests/integration
