@@ -43,10 +43,32 @@ def sparktf_processes() -> list[tuple[int, str]]:
         lambda cmd: "sparktf.node." in cmd or "tensorboard.main" in cmd) if started_here(pid)]
 
 
+def module_rank(items) -> dict[str, int]:
+    """Where each test module runs: the unit tests first (quick feedback), then the package
+    and integration tests, then the modules using the Kafka broker, the Hadoop ones last.
+    The broker and the Hadoop mini cluster are session fixtures, started by their first test
+    and idling (heartbeats: ~2 CPU s a minute for Hadoop) until the session ends, so they
+    start as late as possible."""
+    rank: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::")[0]
+        if item.get_closest_marker("hadoop"):
+            here = 4
+        elif "kafka" in item.fixturenames or item.get_closest_marker("kafka"):
+            here = 3
+        else:
+            here = 0 if module.startswith("tests/unit/") else 2
+        rank[module] = max(rank.get(module, 0), here)
+    return rank
+
+
 def pytest_collection_modifyitems(config, items):
-    """`make test` runs two pytest-xdist workers with ``--dist loadgroup``: each module runs
-    whole in one worker (its module fixtures are set up once), and the modules marked
-    ``hadoop`` all in the same one (one Hadoop mini cluster per run)."""
+    """Orders the modules (:func:`module_rank`). `make test TEST_WORKERS=2` runs two
+    pytest-xdist workers with ``--dist loadgroup``: each module runs whole in one worker (its
+    module fixtures are set up once), and the modules marked ``hadoop`` all in the same one
+    (one Hadoop mini cluster per run)."""
+    rank = module_rank(items)
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])   # stable: file order kept
     for item in items:
         group = "hadoop" if item.get_closest_marker("hadoop") else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
