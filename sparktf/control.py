@@ -19,12 +19,17 @@ import socket
 import threading
 from typing import Any, Callable
 
+from . import protocol
 from .errors import ProtocolError
 from .wire import Channel, HandshakeDeadline, close_listener, connect, peername, serve
 
 logger = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
+#: Feeding tasks' own errors kept for the driver (the latest jobs'; one job is one epoch).
+MAX_FEED_FAILURES = 64
+#: Characters of a feeding task's error kept.
+MAX_FEED_ERROR = 4000
 
 #: An event delivered to the driver: (node number, connection kind, message).
 Event = tuple[int, str, dict]
@@ -47,6 +52,7 @@ class ControlServer:
         self.events: queue.Queue[Event] = queue.Queue()
         self._channels: dict[tuple[int, str], Channel] = {}
         self._seen: set[tuple[int, str]] = set()  # every (node, kind) that registered
+        self._feed_failures: dict[str, protocol.FeedFailed] = {}  # job group -> first error
         self._allow_reconnect = allow_reconnect  # tests that reuse one server
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -71,6 +77,10 @@ class ControlServer:
             if hello.get("type") == "status":
                 # A feeding task that lost its node asks why (one request, one reply).
                 chan.send({"type": "status", **self._status()})
+                return
+            if hello.get("type") == protocol.FeedFailed.TYPE:
+                self._record_feed_failure(protocol.decode(hello))
+                chan.send({"type": "ok"})
                 return
             if (hello.get("type") != "hello" or type(node) is not int  # not a bool either
                     or not 0 <= node < self._num_nodes or kind not in ("node", "supervisor")):
@@ -108,6 +118,23 @@ class ControlServer:
                 if not self._closed.is_set():
                     self.events.put((key[0], key[1], {"type": "disconnected"}))
 
+    def _record_feed_failure(self, msg: protocol.Message) -> None:
+        if not (isinstance(msg, protocol.FeedFailed) and msg.job
+                and msg.error_class in ("FeedError", "FeedTimeout")):
+            raise ProtocolError(f"bad feed failure report: {msg!r:.200}")
+        with self._lock:
+            if msg.job in self._feed_failures:
+                return   # the first error of a job is the one that explains it
+            while len(self._feed_failures) >= MAX_FEED_FAILURES:
+                self._feed_failures.pop(next(iter(self._feed_failures)))
+            self._feed_failures[msg.job] = protocol.FeedFailed(
+                msg.job[:200], msg.error_class, msg.error[:MAX_FEED_ERROR], msg.node_lost)
+
+    def feed_failure(self, job: str) -> protocol.FeedFailed | None:
+        """The first error a feeding task of Spark job group ``job`` reported, if any."""
+        with self._lock:
+            return self._feed_failures.get(job)
+
     def send(self, node: int, kind: str, msg: dict) -> bool:
         """Send ``msg`` to one node's connection; False if it is not connected."""
         with self._lock:
@@ -140,6 +167,19 @@ def cluster_status(address: tuple[str, int], secret: bytes, tls: Any = None) -> 
         return reply
     except (OSError, EOFError, ProtocolError):
         return {}
+
+
+def report_feed_failure(address: tuple[str, int], secret: bytes, tls: Any,
+                        failure: protocol.FeedFailed) -> None:
+    """Tell the driver why a feeding task failed (best effort)."""
+    try:
+        chan = connect(tuple(address), secret, timeout=HANDSHAKE_TIMEOUT, tls=tls)
+        try:
+            chan.request(failure.to_dict())
+        finally:
+            chan.close()
+    except (OSError, EOFError, ProtocolError):
+        logger.debug("could not report a feed failure to the driver", exc_info=True)
 
 
 class ControlClient:

@@ -281,6 +281,24 @@ class EndFeed(Message):
     TYPE: ClassVar[str] = "end_feed"
 
 
+# A feeding task -> the driver's control server, on a connection of its own (one request,
+# one reply), as the ``status`` request of a task that lost its node.
+@dataclass(frozen=True)
+class FeedFailed(Message):
+    """A feeding task of Spark job group ``job`` failed on its own: bad rows, a feed timeout.
+
+    Spark retries the task (``spark.task.maxFailures``) and ends the job with the error of
+    the last retry; sparktf's tasks refuse a retry at once, and the driver raises this,
+    the first error, instead.
+    """
+
+    TYPE: ClassVar[str] = "feed_failed"
+    job: str
+    error_class: str   # "FeedError" or "FeedTimeout"
+    error: str
+    node_lost: bool = False   # the task lost its node: the node's own report explains more
+
+
 # ``python -m sparktf stop`` -> the driver's stop server (:mod:`sparktf.stop`),
 # authenticated with the stop token of the driver's private stop file.
 @dataclass(frozen=True)
@@ -316,7 +334,7 @@ class Silent(Message):
 
 _TYPES: dict[str, type[Message]] = {cls.TYPE: cls for cls in (
     Started, Exited, LogsReply, TensorBoardUp, Ready, Finished, Terminated, EpochDone, Stop,
-    LogsRequest, EpochEnd, EndFeed, StopRequest, StopReply, ReplayEpoch, Replayed)}
+    LogsRequest, EpochEnd, EndFeed, StopRequest, StopReply, ReplayEpoch, Replayed, FeedFailed)}
 
 
 def decode(msg: dict) -> Message:

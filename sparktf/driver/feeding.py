@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 from pyspark.core.rdd import PipelinedRDD
 
 from .. import errors, protocol
-from ..errors import FeedError, SparkTFError
+from ..errors import FeedError, FeedTimeout, SparkTFError
 from ..feed import arrowconv, sender
 from .sparkjobs import Spark
 from .attempt import Attempt
@@ -34,19 +34,27 @@ def is_dataframe(data: Any) -> bool:
     return hasattr(data, "mapInArrow") and hasattr(data, "schema")
 
 
-def translate(e: BaseException, attempt: Attempt, description: str) -> SparkTFError:
+def translate(e: BaseException, attempt: Attempt, description: str,
+              job: str = "") -> SparkTFError:
     """The sparktf error behind a failed feed job.
 
-    A node's own report (its exception, or how it died) explains more than the
-    task error it caused, so wait briefly for one.  Otherwise the feeding
-    task's own sparktf error (bad rows, a count mismatch, a feed timeout) is
-    found in Spark's text and raised as its class.
+    A feeding task of job group ``job`` reports why it failed to the driver (Spark's
+    text holds only its last retry, which sparktf refuses at once): a failure of its
+    own (bad rows, a feed timeout, the user's code in the RDD's lineage) is raised at
+    once.  A node's own report (its exception, or how it died) explains more than the
+    lost connection it caused, so wait briefly for one.  Otherwise the sparktf error
+    in Spark's text (a count mismatch in inference) is raised as its class.
     """
     if isinstance(e, SparkTFError):
         return e
-    error = attempt.wait_for_error(LOST_GRACE)
-    if error is not None:
-        return error
+    reported = attempt.control.feed_failure(job) if job else None
+    if reported is None or reported.node_lost:
+        error = attempt.wait_for_error(LOST_GRACE)
+        if error is not None:
+            return error
+    if reported is not None:
+        cls = FeedTimeout if reported.error_class == "FeedTimeout" else FeedError
+        return cls(f"{description}: {reported.error}")
     found = _SPARKTF_ERROR.findall(str(e))
     if found:
         cls = getattr(errors, found[-1][0], FeedError)
@@ -73,10 +81,16 @@ class Feeder:
         self.epochs_fed = 0
         self._jobs = 0
 
-    def run_job(self, attempt: Attempt, description: str, job: Callable[[], Any]) -> Any:
-        """Run ``job`` (Spark actions) in a job group of its own, logging its progress."""
+    def new_group(self, attempt: Attempt) -> str:
+        """A new Spark job group name for one of the attempt's jobs."""
         self._jobs += 1
-        group = f"{attempt.tag}-feed-{self._jobs}"
+        return f"{attempt.tag}-feed-{self._jobs}"
+
+    def run_job(self, attempt: Attempt, description: str, job: Callable[[], Any],
+                group: str = "") -> Any:
+        """Run ``job`` (Spark actions) in job group ``group`` (a new one by default),
+        logging its progress."""
+        group = group or self.new_group(attempt)
         done = threading.Event()
         threading.Thread(target=self.spark.log_progress, args=(group, description, done),
                          name="sparktf-progress", daemon=True).start()
@@ -84,7 +98,7 @@ class Feeder:
             with self.spark.job_scope(group, description, attempt.tag):
                 return job()
         except Exception as e:
-            raise translate(e, attempt, description) from None
+            raise translate(e, attempt, description, group) from None
         finally:
             done.set()
 
@@ -101,12 +115,14 @@ class Feeder:
             return None
         arrow = is_dataframe(data)
         data, partitions = self.spark.partitions(data)
+        group = self.new_group(attempt)
         task = functools.partial(
             sender.feed_train, nodes=_feed_targets(attempt, nodes),
             secret=attempt.config.secret, epoch=self.epochs_fed, partitions=partitions,
-            feed_timeout=feed_timeout, arrow=arrow, batch=batch_id, cache=cache)
+            feed_timeout=feed_timeout, arrow=arrow, batch=batch_id, cache=cache, job=group)
         started = time.monotonic()
-        counts = self.run_job(attempt, description, lambda: _train_job(data, task, arrow))
+        counts = self.run_job(attempt, description, lambda: _train_job(data, task, arrow),
+                              group)
         elapsed = time.monotonic() - started
         attempt.send_nodes(nodes, protocol.EpochEnd(
             self.epochs_fed, {str(n.node): counts.get(n.node, 0) for n in nodes}))

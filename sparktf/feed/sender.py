@@ -19,13 +19,15 @@ from __future__ import annotations
 
 import os
 import socket
+import traceback
 from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 
+from .. import protocol
 from .. import tls as tlsmod
 from ..errors import FeedError, FeedTimeout
-from ..control import cluster_status
+from ..control import cluster_status, report_feed_failure
 from ..wire import connect
 from . import arrowconv
 
@@ -40,6 +42,13 @@ def chunk_bytes() -> int:
     """The chunk size in bytes for this feeding task."""
     return int(float(os.environ.get("SPARKTF_FEED_CHUNK_MB", CHUNK_BYTES / (1 << 20)))
                * (1 << 20))
+
+
+def _node_lost(message: str) -> FeedError:
+    """A FeedError caused by a node that failed: the node's own report explains it."""
+    error = FeedError(message)
+    error.node_lost = True
+    return error
 
 
 class NodeLink:
@@ -63,10 +72,10 @@ class NodeLink:
                 self.terminated, self.chan = True, None  # it called terminate() and exited
                 return
             why = status.get("error")
-            raise FeedError(f"cannot reach TF node {self.name} at {node['feed'][0]}:"
-                            f"{node['feed'][1]} ({e}): "
-                            + (why or "the node may have failed; the driver reports its error")
-                            ) from None
+            raise _node_lost(f"cannot reach TF node {self.name} at {node['feed'][0]}:"
+                             f"{node['feed'][1]} ({e}): "
+                             + (why or "the node may have failed; the driver reports its error")
+                             ) from None
         self.terminated = reply.get("type") == "terminated"
 
     def send(self, batch: pa.RecordBatch, partition: int) -> None:
@@ -91,9 +100,9 @@ class NodeLink:
             self.terminated = True
             return
         why = status.get("error")
-        raise FeedError(f"TF node {self.name} closed the feed while partition {partition} "
-                        f"was fed ({e or 'connection closed'}): "
-                        + (why or "its map_fun failed, exited or returned early")) from None
+        raise _node_lost(f"TF node {self.name} closed the feed while partition {partition} "
+                         f"was fed ({e or 'connection closed'}): "
+                         + (why or "its map_fun failed, exited or returned early")) from None
 
     def receive(self, partition: int) -> tuple[dict, bytearray]:
         if self.terminated:
@@ -144,15 +153,59 @@ def chunks(data: Iterable[Any], partition: int, arrow: bool) -> Iterator[pa.Reco
 
 def feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: bytes,
                epoch: int, partitions: int, feed_timeout: float, arrow: bool,
-               batch: int | None = None, cache: bool = False) -> dict[int, int]:
+               batch: int | None = None, cache: bool = False, job: str = "") -> dict[int, int]:
     """Feed one partition to all training nodes; return rows delivered per node.
 
     ``batch`` is the streaming micro-batch id this epoch carries (None for a
     batch feed); the nodes read it as ``DataFeed.batch_id``.  ``cache``: the
     nodes keep this epoch's rows to replay later epochs (:mod:`sparktf.feed.cache`).
+    ``job``: the Spark job group feeding the epoch. A failure of the task's own (bad
+    rows, a node alive but taking no data) is reported to the driver under it, and a
+    retry of the task fails at once: the nodes may hold part of the partition already,
+    and each retry of a stalled feed would wait ``feed_timeout`` again (Spark tries a
+    task 4 times by default: 40 minutes with the default ``feed_timeout=600``).
     """
+    retry = _task_attempt()
+    if retry:
+        # The first attempt failed: some of its rows may be in the nodes already, and its
+        # error (reported to the driver) stands. Spark's further retries end here at once.
+        raise FeedError(f"partition {partition}: Spark retried its feeding task (attempt "
+                        f"{retry + 1}); sparktf feeds a partition once, so the first "
+                        "attempt's error ends the epoch")
     hello = {"type": "hello", "mode": "train", "partition": partition, "epoch": epoch,
              "partitions": partitions, "batch": batch, "cache": cache}
+    try:
+        return _feed_train(partition, data, nodes, secret, feed_timeout, arrow, hello)
+    except Exception as e:
+        if job:
+            report_feed_failure(nodes[0]["control"], secret, tlsmod.client(nodes[0].get("tls")),
+                                _failure(job, partition, e))
+        raise
+
+
+def _failure(job: str, partition: int, e: BaseException) -> protocol.FeedFailed:
+    """What the driver raises for a feeding task's exception ``e``: a sparktf error as it
+    is; another (the user's code in the fed RDD's lineage, a storage error) with its type,
+    message and the last lines of its traceback."""
+    if isinstance(e, FeedError):
+        text = str(e)
+    else:
+        where = "".join(traceback.format_exception(e)[-4:-1]).rstrip()
+        text = f"partition {partition}: {type(e).__name__}: {e}\n{where}"
+    return protocol.FeedFailed(job, "FeedTimeout" if isinstance(e, FeedTimeout) else "FeedError",
+                               text, bool(getattr(e, "node_lost", False)))
+
+
+def _task_attempt() -> int:
+    """Which attempt of its Spark task this is (0: the first, and outside Spark)."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    return ctx.attemptNumber() if ctx is not None else 0
+
+
+def _feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: bytes,
+                feed_timeout: float, arrow: bool, hello: dict) -> dict[int, int]:
     links = [NodeLink(n, secret, hello, feed_timeout) for n in nodes]
     try:
         rotate = partition % len(links)

@@ -182,15 +182,25 @@ def test_bad_rows_are_reported_with_partition_and_index(sc, tmp_path, no_leftove
         cluster.train(mixed, num_epochs=1)
     with pytest.raises(Exception):
         cluster.train(uneven_rdd(sc), num_epochs=0)
+    # The user's own code in the fed RDD's lineage: its exception, named, from the first
+    # attempt of the task (Spark's retries of a feeding task fail at once).
+    t0 = time.monotonic()
+    parsed = sc.parallelize(["1", "2", "x"], 1).map(lambda s: (np.zeros(4, "float32"), int(s)))
+    with pytest.raises(FeedError, match=r"partition 0: ValueError: invalid literal for int"):
+        cluster.train(parsed, num_epochs=1)
+    assert time.monotonic() - t0 < 10
     cluster.shutdown(timeout=60)
 
 
 def test_feed_timeout_names_the_node(sc, tmp_path, no_leftovers):
     from sparktf.errors import FeedTimeout
     cluster = start(sc, feedfuns.stall, tmp_path)
-    big = sc.parallelize(range(200000), 1).map(lambda i: (np.zeros(64, "float32"), i))
+    # 80 MB: more than the nodes' buffers and sockets hold.
+    big = sc.parallelize(range(20000), 1).map(lambda i: (np.zeros(1024, "float32"), i))
+    t0 = time.monotonic()
     with pytest.raises(FeedTimeout, match=r"TF node worker:\d is alive but took no data for 2s"):
         cluster.train(big, num_epochs=1, feed_timeout=2)
+    print(f"FeedTimeout after {time.monotonic() - t0:.1f}s")
     with pytest.raises(ShutdownTimeout):  # the stalled nodes are stopped
         cluster.shutdown(timeout=3)
 

@@ -59,3 +59,33 @@ def test_a_slow_handshake_is_cut_at_the_deadline(kind, monkeypatch, caplog):
     while "no complete handshake within 1s" not in caplog.text and time.monotonic() < deadline:
         time.sleep(0.05)
     assert "no complete handshake within 1s" in caplog.text
+
+
+def test_feed_failures_first_per_job_bounded_and_checked(monkeypatch, caplog):
+    """A feeding task's error report: kept per job (the first wins, the oldest jobs go),
+    and a report that does not fit is dropped and logged."""
+    from sparktf import control
+    from sparktf.control import report_feed_failure
+    from sparktf.protocol import FeedFailed
+
+    monkeypatch.setattr(control, "MAX_FEED_FAILURES", 2)
+    secret = new_secret()
+    server = ControlServer("127.0.0.1", secret, num_nodes=1)
+    try:
+        report = lambda *a: report_feed_failure(server.address, secret, None, FeedFailed(*a))  # noqa: E731
+        report("job-1", "FeedTimeout", "took no data for 2s")
+        report("job-1", "FeedError", "a later retry")
+        assert server.feed_failure("job-1") == FeedFailed("job-1", "FeedTimeout",
+                                                          "took no data for 2s")
+        report("job-2", "FeedError", "x" * 10_000, True)
+        got = server.feed_failure("job-2")
+        assert got.node_lost and len(got.error) == control.MAX_FEED_ERROR
+        report("job-3", "FeedError", "bad row")
+        assert server.feed_failure("job-1") is None and server.feed_failure("job-3")
+        report("job-4", "ValueError", "not a feed error class")
+        report_feed_failure(server.address, new_secret(), None,     # another cluster's
+                            FeedFailed("job-5", "FeedError", "forged"))
+        assert server.feed_failure("job-4") is None and server.feed_failure("job-5") is None
+        assert "bad feed failure report" in caplog.text
+    finally:
+        server.close()
