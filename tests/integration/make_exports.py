@@ -38,7 +38,9 @@ def main(out: str) -> None:
     k3.layers[-1].set_weights([K3_KERNEL, K3_BIAS])
     k3.export(os.path.join(out, "k3"), verbose=False)
 
-    tfk = tf_keras.Sequential([tf_keras.layers.Dense(1, use_bias=False, input_shape=[2])])
+    tfk = tf_keras.Sequential([
+        # Named: tf-keras numbers unnamed layers per process (dense_1 after another model).
+        tf_keras.layers.Dense(1, use_bias=False, input_shape=[2], name="dense")])
     tfk.layers[0].set_weights([TFK_KERNEL])
     tfk.save(os.path.join(out, "tfk"))
 

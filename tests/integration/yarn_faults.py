@@ -41,8 +41,12 @@ RESERVATION_TIMEOUT = 5
 
 
 def write(report: str, name: str, **fields) -> None:
-    with fs.open_output(fs.join(report, name)) as f:
+    """Write the report ``name`` whole, then rename it into place: the test waits for the
+    name to exist and reads it at once (an HDFS file exists from its create, empty)."""
+    partial = fs.join(report, f".{name}.partial")
+    with fs.open_output(partial) as f:
         f.write(json.dumps(dict(fields, time=time.time())).encode())
+    fs.rename(partial, fs.join(report, name))
 
 
 def idle(args, ctx):
