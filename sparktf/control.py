@@ -156,30 +156,31 @@ class ControlServer:
             self._channels.clear()
 
 
-def cluster_status(address: tuple[str, int], secret: bytes, tls: Any = None) -> dict:
-    """Ask the driver for the cluster's first ``error`` and the ``terminated`` nodes."""
+def _request(address: tuple[str, int], secret: bytes, tls: Any, msg: dict) -> dict:
+    """One request on a connection of its own (a feeding task's); {} if the driver is not
+    reachable or does not answer."""
     try:
         chan = connect(tuple(address), secret, timeout=HANDSHAKE_TIMEOUT, tls=tls)
         try:
-            reply, _ = chan.request({"type": "status"})
+            reply, _ = chan.request(msg)
         finally:
             chan.close()
         return reply
     except (OSError, EOFError, ProtocolError):
+        logger.debug("no reply from the driver's control server to %s", msg.get("type"),
+                     exc_info=True)
         return {}
+
+
+def cluster_status(address: tuple[str, int], secret: bytes, tls: Any = None) -> dict:
+    """Ask the driver for the cluster's first ``error`` and the ``terminated`` nodes."""
+    return _request(address, secret, tls, {"type": "status"})
 
 
 def report_feed_failure(address: tuple[str, int], secret: bytes, tls: Any,
                         failure: protocol.FeedFailed) -> None:
     """Tell the driver why a feeding task failed (best effort)."""
-    try:
-        chan = connect(tuple(address), secret, timeout=HANDSHAKE_TIMEOUT, tls=tls)
-        try:
-            chan.request(failure.to_dict())
-        finally:
-            chan.close()
-    except (OSError, EOFError, ProtocolError):
-        logger.debug("could not report a feed failure to the driver", exc_info=True)
+    _request(address, secret, tls, failure.to_dict())
 
 
 class ControlClient:

@@ -285,7 +285,8 @@ class EndFeed(Message):
 # one reply), as the ``status`` request of a task that lost its node.
 @dataclass(frozen=True)
 class FeedFailed(Message):
-    """A feeding task of Spark job group ``job`` failed on its own: bad rows, a feed timeout.
+    """Why a feeding task of Spark job group ``job`` failed: bad rows, a feed timeout, the
+    user's code in the fed RDD's lineage, or a lost node (``node_lost``).
 
     Spark retries the task (``spark.task.maxFailures``) and ends the job with the error of
     the last retry; sparktf's tasks refuse a retry at once, and the driver raises this,
