@@ -82,6 +82,12 @@ class ControlServer:
                 self._record_feed_failure(protocol.decode(hello))
                 chan.send({"type": "ok"})
                 return
+            if hello.get("type") == protocol.FeedFailureQuery.TYPE:
+                query = protocol.decode(hello)
+                with self._lock:
+                    first = self._feed_failures.get(query.job)
+                chan.send(first.to_dict() if first else {"type": "ok"})
+                return
             if (hello.get("type") != "hello" or type(node) is not int  # not a bool either
                     or not 0 <= node < self._num_nodes or kind not in ("node", "supervisor")):
                 raise ProtocolError(f"bad hello from {chan.peer}: {hello!r}")
@@ -131,9 +137,13 @@ class ControlServer:
                 msg.job[:200], msg.error_class, msg.error[:MAX_FEED_ERROR], msg.node_lost)
 
     def feed_failure(self, job: str) -> protocol.FeedFailed | None:
-        """The first error a feeding task of Spark job group ``job`` reported, if any."""
+        """The first error a feeding task of Spark job group ``job`` reported, if any; for an
+        inference key, the latest of its tasks' (reported as ``<key>/...``)."""
         with self._lock:
-            return self._feed_failures.get(job)
+            if job in self._feed_failures:
+                return self._feed_failures[job]
+            found = [f for k, f in self._feed_failures.items() if k.startswith(job + "/")]
+            return found[-1] if found else None
 
     def send(self, node: int, kind: str, msg: dict) -> bool:
         """Send ``msg`` to one node's connection; False if it is not connected."""
@@ -181,6 +191,19 @@ def report_feed_failure(address: tuple[str, int], secret: bytes, tls: Any,
                         failure: protocol.FeedFailed) -> None:
     """Tell the driver why a feeding task failed (best effort)."""
     _request(address, secret, tls, failure.to_dict())
+
+
+def first_feed_failure(address: tuple[str, int], secret: bytes, tls: Any,
+                       job: str) -> protocol.FeedFailed | None:
+    """The first error reported under ``job``, if the driver holds one."""
+    reply = _request(address, secret, tls, protocol.FeedFailureQuery(job).to_dict())
+    if reply.get("type") != protocol.FeedFailed.TYPE:
+        return None
+    try:
+        failure = protocol.decode(reply)
+    except ProtocolError:
+        return None
+    return failure if isinstance(failure, protocol.FeedFailed) else None
 
 
 class ControlClient:

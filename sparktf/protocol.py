@@ -285,12 +285,14 @@ class EndFeed(Message):
 # one reply), as the ``status`` request of a task that lost its node.
 @dataclass(frozen=True)
 class FeedFailed(Message):
-    """Why a feeding task of Spark job group ``job`` failed: bad rows, a feed timeout, the
-    user's code in the fed RDD's lineage, or a lost node (``node_lost``).
+    """Why a feeding task failed: bad rows, a feed timeout, the user's code in the fed
+    RDD's lineage, or a lost node (``node_lost``).  ``job`` is the epoch's Spark job group
+    (training) or ``<inference key>/<stage>/<partition>`` (inference).
 
     Spark retries the task (``spark.task.maxFailures``) and ends the job with the error of
-    the last retry; sparktf's tasks refuse a retry at once, and the driver raises this,
-    the first error, instead.
+    the last retry; sparktf's training tasks refuse a retry at once, a retried inference
+    task raises this (:class:`FeedFailureQuery`), and the driver raises this, the first
+    error, instead.
     """
 
     TYPE: ClassVar[str] = "feed_failed"
@@ -298,6 +300,15 @@ class FeedFailed(Message):
     error_class: str   # "FeedError" or "FeedTimeout"
     error: str
     node_lost: bool = False   # the task lost its node: the node's own report explains more
+
+
+@dataclass(frozen=True)
+class FeedFailureQuery(Message):
+    """A retried inference task asks for the first error its task reported under ``job``
+    (the reply is that :class:`FeedFailed`, or an ``ok`` when there is none)."""
+
+    TYPE: ClassVar[str] = "feed_failure_query"
+    job: str
 
 
 # ``python -m sparktf stop`` -> the driver's stop server (:mod:`sparktf.stop`),
@@ -335,7 +346,8 @@ class Silent(Message):
 
 _TYPES: dict[str, type[Message]] = {cls.TYPE: cls for cls in (
     Started, Exited, LogsReply, TensorBoardUp, Ready, Finished, Terminated, EpochDone, Stop,
-    LogsRequest, EpochEnd, EndFeed, StopRequest, StopReply, ReplayEpoch, Replayed, FeedFailed)}
+    LogsRequest, EpochEnd, EndFeed, StopRequest, StopReply, ReplayEpoch, Replayed, FeedFailed,
+    FeedFailureQuery)}
 
 
 def decode(msg: dict) -> Message:

@@ -38,10 +38,10 @@ def translate(e: BaseException, attempt: Attempt, description: str,
               job: str = "") -> SparkTFError:
     """The sparktf error behind a failed feed job.
 
-    A feeding task of job group ``job`` reports why it failed to the driver (Spark's
-    text holds only its last retry, which sparktf refuses at once): a failure of its
-    own (bad rows, a feed timeout, the user's code in the RDD's lineage) is raised at
-    once.  A node's own report (its exception, or how it died) explains more than the
+    A feeding task of job group (or inference key) ``job`` reports why it failed to the
+    driver (Spark's text holds only its last retry, which sparktf cuts short): a failure
+    of its own (bad rows, a feed timeout, the user's code in the RDD's lineage) is raised
+    at once.  A node's own report (its exception, or how it died) explains more than the
     lost connection it caused, so wait briefly for one.  Otherwise the sparktf error
     in Spark's text (a count mismatch in inference) is raised as its class.
     """
@@ -190,14 +190,16 @@ class Feeder:
                                      "terminated)")
         rdd = data.rdd if is_dataframe(data) else data
         targets, secret = _feed_targets(attempt, nodes), attempt.config.secret
+        key = self.new_group(attempt)   # its tasks report their errors under it
 
         def infer(partition: int, rows: Any) -> Any:
             node = targets[partition % len(targets)]
             for result in sender.feed_inference(partition, rows, node, secret, feed_timeout,
-                                                arrow=False):
+                                                arrow=False, job=key):
                 yield from arrowconv.decode_rows(result)
 
-        return InferenceRDD(rdd, infer, lambda e: translate(e, current(), "sparktf inference"))
+        return InferenceRDD(rdd, infer,
+                            lambda e: translate(e, current(), "sparktf inference", key))
 
 
     def inference_frame(self, attempt: Attempt, df: Any, feed_timeout: float,
@@ -230,6 +232,7 @@ class Feeder:
                                      "rename them in schema= or leave them out of keep_columns")
         kept = [df.schema[c] for c in keep]
         out = StructType(kept + list(schema.fields))
+        key = self.new_group(attempt)
 
         def infer(batches: Iterator) -> Iterator:
             from pyspark import TaskContext
@@ -245,7 +248,8 @@ class Feeder:
 
             for result in sender.feed_inference(partition, remember(batches),
                                                 targets[partition % len(targets)], secret,
-                                                feed_timeout, arrow=True, chunked=True):
+                                                feed_timeout, arrow=True, chunked=True,
+                                                job=key):
                 yield arrowconv.with_results(sent.popleft(), keep, result, arrow_out, partition)
 
         return df.mapInArrow(infer, out)
@@ -255,17 +259,19 @@ class Feeder:
         """The output types, from running the first row of ``df`` through a node."""
         from pyspark.sql.pandas.types import from_arrow_schema
         secret = attempt.config.secret
+        group = self.new_group(attempt)
 
         def probe(batches: Iterator) -> Iterator:
             import pyarrow as pa
             for result in sender.feed_inference(0, batches, targets[0], secret, feed_timeout,
-                                                arrow=True):
+                                                arrow=True, job=group):
                 ipc = arrowconv.to_ipc(arrowconv.plain_lists(result).slice(0, 0))
                 yield pa.RecordBatch.from_pydict({"schema": [ipc.to_pybytes()]})
                 return
 
         rows = self.run_job(attempt, "sparktf inference: output schema",
-                            lambda: df.limit(1).mapInArrow(probe, "schema binary").collect())
+                            lambda: df.limit(1).mapInArrow(probe, "schema binary").collect(),
+                            group)
         if not rows:
             raise errors.ConfigError("cannot learn inference's output columns from an empty "
                                      "DataFrame: pass schema= (e.g. 'prediction long')")

@@ -27,7 +27,7 @@ import pyarrow as pa
 from .. import protocol
 from .. import tls as tlsmod
 from ..errors import FeedError, FeedTimeout
-from ..control import cluster_status, report_feed_failure
+from ..control import cluster_status, first_feed_failure, report_feed_failure
 from ..wire import connect
 from . import arrowconv
 
@@ -254,12 +254,46 @@ def _results(link: NodeLink, batch: pa.RecordBatch, partition: int) -> pa.Record
 
 
 def feed_inference(partition: int, data: Iterable[Any], node: dict, secret: bytes,
-                   feed_timeout: float, arrow: bool,
-                   chunked: bool = False) -> Iterator[pa.RecordBatch]:
+                   feed_timeout: float, arrow: bool, chunked: bool = False,
+                   job: str = "") -> Iterator[pa.RecordBatch]:
     """Feed one partition to one node; yield the result batches in input order.
 
     ``chunked``: ``data`` are already the chunks to send (see :func:`chunks`).
+    ``job``: the ``inference()`` call's key.  A failure of the task is reported to the
+    driver under it, and Spark's retry of the task raises that first error at once:
+    a stalled node or a bad row would only fail again (after ``feed_timeout`` each
+    time, 4 times by default).  A retry with no error reported (its Python worker
+    died) runs as a first attempt: inference holds no state between tasks.
     """
+    key = _task_key(job, partition)
+    retry = _task_attempt()
+    if key and retry:
+        first = first_feed_failure(node["control"], secret, tlsmod.client(node.get("tls")), key)
+        if first is not None:
+            cls = FeedTimeout if first.error_class == "FeedTimeout" else FeedError
+            raise cls(f"{first.error} (Spark's retry {retry} of this inference task "
+                      "raises its first attempt's error instead of repeating it)")
+    try:
+        yield from _feed_inference(partition, data, node, secret, feed_timeout, arrow, chunked)
+    except Exception as e:
+        if key:
+            report_feed_failure(node["control"], secret, tlsmod.client(node.get("tls")),
+                                _failure(key, partition, e))
+        raise
+
+
+def _task_key(job: str, partition: int) -> str:
+    """``job/stage/partition``: what an inference task's attempts share (a later action on
+    the same RDD runs in a stage of its own)."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    return f"{job}/{ctx.stageId() if ctx is not None else 0}/{partition}" if job else ""
+
+
+def _feed_inference(partition: int, data: Iterable[Any], node: dict, secret: bytes,
+                    feed_timeout: float, arrow: bool,
+                    chunked: bool) -> Iterator[pa.RecordBatch]:
     hello = {"type": "hello", "mode": "inference", "partition": partition}
     link = NodeLink(node, secret, hello, feed_timeout)
     try:

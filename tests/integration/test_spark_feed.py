@@ -110,8 +110,23 @@ def test_inference_one_result_per_row_in_order(sc, tmp_path, no_leftovers):
     cluster = start(sc, feedfuns.infer_double, tmp_path)
     rdd = uneven_rdd(sc)
     out = cluster.inference(rdd).collect()
-    cluster.shutdown(timeout=60)
     assert [int(v) for v in out] == [2 * i for i in range(sum(SIZES))]
+    # The user's code in the RDD's lineage fails: its error, raised once. Spark's retries
+    # of the task raise the first attempt's error without running the lineage again.
+    marks = tmp_path / "bad-rows"
+    marks.mkdir()
+
+    def parse(s):
+        if s == "x":
+            open(marks / str(time.time_ns()), "w").close()
+        return np.zeros(4, "float32"), int(s)
+
+    t0 = time.monotonic()
+    with pytest.raises(FeedError, match=r"partition 0: ValueError: invalid literal for int"):
+        cluster.inference(sc.parallelize(["1", "x"], 1).map(parse)).collect()
+    assert time.monotonic() - t0 < 10
+    assert len(os.listdir(marks)) == 1, "Spark's retries ran the failing lineage again"
+    cluster.shutdown(timeout=60)
 
 
 def test_dataframe_inference_returns_a_dataframe(sc, tmp_path, no_leftovers):

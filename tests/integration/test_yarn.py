@@ -5,13 +5,14 @@ packed by venv-pack and shipped with ``--archives``, runs the SPARK-mode MNIST e
 from an HDFS CSV, the TENSORFLOW-mode example (TFRecords, checkpoints and export on
 ``hdfs://``) through a lost executor container, asks for more nodes than YARN gives,
 and is then killed through the ResourceManager's REST API.  One application, so the
-2 GB archive is localised once per NodeManager for all of it.
+2 GB archive is localised once per NodeManager for all of it.  Then, in client deploy
+mode, the TFParallel variant of ``mnist_inference.py`` scores the HDFS TFRecords with
+the SPARK-mode export.
 
 It uses the flags a real cluster needs: a fixed number of executors (dynamic allocation
 off, barrier mode), one application attempt, Spark's jars taken locally on the
 NodeManagers.  Point ``HADOOP_CONF_DIR`` at a real cluster's configuration to run the
-same commands there.  (Client mode ran here until 2026-11-26 and passed; it is left out
-of the suite for its time: ``yarn_command(..., deploy_mode="client")`` builds it.)
+same commands there.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import contextlib
 import getpass
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -176,9 +178,9 @@ def kill_application(hadoop, app: str) -> None:
     assert r.status_code in (200, 202), (r.status_code, r.text)
 
 
-@pytest.mark.timeout(480)
-def test_examples_and_faults_on_yarn_with_packed_env(hadoop, hdfs_mnist, tmp_path,
-                                                      no_leftovers):
+@pytest.mark.timeout(600)
+def test_examples_and_faults_in_cluster_mode_then_client_mode(hadoop, hdfs_mnist, tmp_path,
+                                                              no_leftovers):
     """Cluster mode with the environment packed by venv-pack: one application (yarn_faults.py).
 
     The SPARK-mode example from the HDFS CSV to an HDFS export; the TENSORFLOW-mode
@@ -266,3 +268,24 @@ def test_examples_and_faults_on_yarn_with_packed_env(hadoop, hdfs_mnist, tmp_pat
           f"{time.monotonic() - started:.0f} s in all")
     assert accuracy["spark"] > 0.8, accuracy
     assert accuracy["tf"] > 0.7, accuracy
+
+    # Client deploy mode: the driver runs here, the executors on the NodeManagers (with
+    # this venv's Python: they share this machine). TFoS's TFParallel variant of
+    # mnist_inference.py scores the HDFS TFRecords with the SPARK-mode export above.
+    client = time.monotonic()
+    cmd, env = yarn_command(hadoop, tmp_path, os.path.join(MNIST, "keras", "mnist_inference.py"),
+                            "--mode", "parallel", "--cluster_size", 2,
+                            "--images_labels", f"{hdfs_mnist}/tfr/test",
+                            "--export_dir", f"{base}/spark-export", "--output", f"{base}/parallel",
+                            deploy_mode="client")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    found = re.search(r"\(TFParallel, 2 instances\): 1000 predictions .* test accuracy "
+                      r"([0-9.]+)", proc.stdout)
+    assert found, proc.stdout[-3000:]
+    print(f"YARN client mode, TFParallel: test accuracy {found.group(1)} in "
+          f"{time.monotonic() - client:.0f} s")
+    # The same export on the same 1,000 images (TFRecords there, the CSV here).
+    assert abs(float(found.group(1)) - accuracy["spark"]) <= 0.003, (found.group(1), accuracy)
+    assert sorted(u.rsplit("/", 1)[1] for u in fs.listdir(f"{base}/parallel")) == [
+        "part-00000", "part-00001"]

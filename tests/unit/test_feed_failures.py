@@ -59,3 +59,34 @@ def test_a_retried_feeding_task_fails_at_once(monkeypatch):
 
 def test_outside_spark_a_task_is_a_first_attempt():
     assert sender._task_attempt() == 0
+
+
+def test_a_retried_inference_task_raises_its_first_error_or_runs_again(monkeypatch):
+    """Spark's retry of an inference task asks the driver for the first attempt's error and
+    raises it at once; with none reported (its Python worker died) it runs again, and its
+    own failure is reported under the inference key."""
+    from sparktf.control import ControlServer, report_feed_failure
+    from sparktf.protocol import FeedFailed
+    from sparktf.wire import new_secret
+
+    secret = new_secret()
+    server = ControlServer("127.0.0.1", secret, num_nodes=1)
+    try:
+        monkeypatch.setattr(sender, "_task_attempt", lambda: 1)
+        report_feed_failure(server.address, secret, None, FeedFailed(
+            "infer-3/0/5", "FeedTimeout", "TF node worker:0 is alive but took no data for 2s"))
+        node = {"node": 0, "name": "worker:0", "feed": ["127.0.0.1", 1],
+                "control": list(server.address)}
+        with pytest.raises(FeedTimeout, match=r"took no data for 2s \(Spark's retry 1 of this "
+                                              r"inference task raises its first attempt"):
+            list(sender.feed_inference(5, iter([]), node, secret, 600, arrow=False,
+                                       job="infer-3"))
+        assert server.feed_failure("infer-3").job == "infer-3/0/5"
+        with pytest.raises(FeedError) as info:   # partition 6: nothing reported, runs again
+            list(sender.feed_inference(6, iter([]), node, secret, 600, arrow=False,
+                                       job="infer-3"))
+        latest = server.feed_failure("infer-3")     # the latest of the key's tasks
+        assert latest.job == "infer-3/0/6" and latest.error == str(info.value), latest
+        assert server.feed_failure("infer-") is None   # a key, not any prefix
+    finally:
+        server.close()
