@@ -2,7 +2,7 @@
 
 One application in cluster deploy mode (``yarn_faults.py``), with the Python environment
 packed by venv-pack and shipped with ``--archives``, runs the SPARK-mode MNIST example
-from an HDFS CSV, the TENSORFLOW-mode example (TFRecords, checkpoints and export on
+from an HDFS CSV, the TENSORFLOW-mode example (Parquet, checkpoints and export on
 ``hdfs://``) through a lost executor container, asks for more nodes than YARN gives,
 and is then killed through the ResourceManager's REST API.  One application, so the
 2 GB archive is localised once per NodeManager for all of it.  Then, in client deploy
@@ -91,14 +91,16 @@ def yarn_command(hadoop, tmp_path, script, *args, deploy_mode="client", archive=
 
 @pytest.fixture(scope="module")
 def hdfs_mnist(sc, hadoop):
-    """MNIST as CSV and TFRecords on HDFS, written by mnist_data_setup from the session Spark."""
+    """MNIST as CSV, TFRecords and Parquet on HDFS, written by mnist_data_setup from the
+    session Spark."""
     sys.path.insert(0, MNIST)
     import mnist_data_setup
     from pyspark import cloudpickle
 
     cloudpickle.register_pickle_by_value(mnist_data_setup)
     out = f"{hadoop.namenode}/tmp/yarn-mnist"
-    args = mnist_data_setup.parser().parse_args(["--output", out, "--formats", "csv,tfr"])
+    args = mnist_data_setup.parser().parse_args([
+        "--output", out, "--formats", "csv,tfr,parquet"])
     mnist_data_setup.run(sc, args)
     return out
 
@@ -184,12 +186,15 @@ def test_examples_and_faults_in_cluster_mode_then_client_mode(hadoop, hdfs_mnist
     """Cluster mode with the environment packed by venv-pack: one application (yarn_faults.py).
 
     The SPARK-mode example from the HDFS CSV to an HDFS export; the TENSORFLOW-mode
-    example (hdfs:// in, checkpoints and export) loses an executor's container after
-    epoch 0's checkpoint and completes with max_restarts=1; more TF nodes than YARN
+    example (Parquet from hdfs://, checkpoints and export) loses an executor's container
+    after epoch 0's checkpoint and completes with max_restarts=1; more TF nodes than YARN
     gives executors -> ReservationTimeout naming the YARN settings; then the application
     is killed through the RM's REST API and no node outlives it.  Executors of 2 GiB
     (2.5 GiB containers) on one NodeManager of 8 GiB, beside the 1.5 GiB
     ApplicationMaster: YARN grants 2 of the 3 asked for, never the third.
+
+    Then client deploy mode (this venv's Python): the TFParallel variant of
+    mnist_inference.py reads the HDFS TFRecords and scores them with the SPARK-mode export.
     """
     started = time.monotonic()
     pack = tmp_path / "pack"
@@ -199,7 +204,7 @@ def test_examples_and_faults_in_cluster_mode_then_client_mode(hadoop, hdfs_mnist
     report = f"{base}/report"
     cmd, env = yarn_command(
         hadoop, tmp_path, os.path.join(HERE, "yarn_faults.py"),
-        "--csv", f"{hdfs_mnist}/csv", "--tfr", f"{hdfs_mnist}/tfr", "--base", base,
+        "--csv", f"{hdfs_mnist}/csv", "--parquet", f"{hdfs_mnist}/parquet", "--base", base,
         "--epochs", 2, "--steps_per_epoch", 20,
         deploy_mode="cluster", archive=archive, executor_memory="2g",
         py_files=("mnist_model.py", "mnist_spark.py", "mnist_tf.py"), num_executors=3,

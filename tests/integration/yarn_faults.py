@@ -7,7 +7,7 @@ what it saw as JSON under ``--base``/report (on HDFS) for the test to read:
 
 1. ``spark.json``: the SPARK-mode example (``mnist_spark.run``) from the HDFS CSV,
    exporting to HDFS.
-2. ``restart.json``: the TENSORFLOW-mode example (``mnist_tf.run``: TFRecords from
+2. ``restart.json``: the TENSORFLOW-mode example (``mnist_tf.run``: Parquet from
    ``hdfs://``, checkpoints and export on ``hdfs://``) with ``max_restarts=1``.  On the
    first attempt worker 1 kills its executor's JVM (SIGKILL: YARN sees the container
    exit) at a fixed point: in its checkpoint callback after epoch 0's save, once the
@@ -93,7 +93,7 @@ def lose_executor_then_train(args, ctx):
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--csv", required=True, help="mnist_data_setup's csv/ directory")
-    p.add_argument("--tfr", required=True, help="mnist_data_setup's tfr/ directory")
+    p.add_argument("--parquet", required=True, help="mnist_data_setup's parquet/ directory")
     p.add_argument("--base", required=True, help="where outputs and reports go")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--steps_per_epoch", type=int, default=20)
@@ -109,7 +109,8 @@ def main():
     write(report, "spark.json", sparktf=sparktf.__file__, python=sys.executable)
 
     args = mnist_tf.parser().parse_args([
-        "--cluster_size", "2", "--images_labels", fs.join(a.tfr, "train"), "--format", "tfr",
+        "--cluster_size", "2", "--images_labels", fs.join(a.parquet, "train"),
+        "--format", "parquet",
         "--epochs", str(a.epochs), "--steps_per_epoch", str(a.steps_per_epoch),
         "--max_restarts", "1", "--model_dir", fs.join(a.base, "model"),
         "--export_dir", fs.join(a.base, "tf-export"), "--report_dir", report])
