@@ -32,9 +32,17 @@ logger = logging.getLogger(__name__)
 
 
 def reserve_port(host: str) -> socket.socket:
-    """A socket bound to ``host`` on a free port, held until the node releases it."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind((host, 0))
+    """A free port for a TF server on ``host``, held by a bound socket until the node
+    releases it.
+
+    The socket is bound to the wildcard address (it never listens): TensorFlow's gRPC
+    server binds the port on every interface, so a port held on ``host`` alone stays free
+    on the host's other addresses, where another process may take it meanwhile (TF then
+    fails with "Could not start gRPC server").
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", 0))
     return sock
 
 
