@@ -13,8 +13,12 @@ epochs (per-worker batch 64) twice:
   epochs 2..N, the example's default), and, unless ``--no-streamed``, again
   with ``cache=False`` (``--no-cache``: one Spark job per epoch);
 * TENSORFLOW mode, ``mnist_tf.py``'s ``main_fun``: each worker reads its
-  share of the TFRecords (31 steps x 64 rows x 2 workers = 3,968 rows an
-  epoch; it also checkpoints every epoch).
+  share of the TFRecords, 62 steps an epoch (it also checkpoints every epoch).
+  Keras under MultiWorkerMirroredStrategy splits each worker's dataset batch of
+  64 rows across the 2 replicas (the batch is the global one), so a step takes
+  32 rows on each worker: 62 steps x 32 rows x 2 workers = 3,968 rows an epoch,
+  as SPARK mode's 2,000 rows per node take 63 steps.  (Until 2026-11-27 this ran
+  the example's default of 31 steps: half the rows of SPARK mode's epochs.)
 
 Each ``main_fun`` is wrapped to record its start and end on every worker; the
 figure compared is the longest worker's ``main_fun`` time (from map_fun start
@@ -96,10 +100,11 @@ def main() -> None:
         for mode in modes:
             cache = mode == "SPARK"
             label = f"spark{i}{'c' if cache else 's'}"
-            spark_args = argparse.Namespace(cluster_size=2, epochs=args.epochs, batch_size=64,
-                                            cache=cache,
-                                            model_dir=os.path.join(work, f"model-{label}"),
-                                            export_dir=os.path.join(work, f"export-{label}"))
+            spark_args = mnist_spark.parser().parse_args([
+                "--cluster_size", "2", "--epochs", str(args.epochs), "--batch_size", "64",
+                "--cache" if cache else "--no-cache",
+                "--model_dir", os.path.join(work, f"model-{label}"),
+                "--export_dir", os.path.join(work, f"export-{label}")])
             t0 = time.perf_counter()
             rdd = sc.textFile(os.path.join(data, "csv", "train")).map(parse_csv)
             cluster = TFCluster.run(sc, timed(mnist_spark.main_fun, work, label), spark_args, 2,
@@ -116,6 +121,7 @@ def main() -> None:
         tf_args = mnist_tf.parser().parse_args([
             "--cluster_size", "2", "--images_labels", os.path.join(data, "tfr", "train"),
             "--format", "tfr", "--epochs", str(args.epochs), "--batch_size", "64",
+            "--steps_per_epoch", "62",
             "--model_dir", os.path.join(work, f"model-{label}"),
             "--export_dir", os.path.join(work, f"export-{label}")])
         t0 = time.perf_counter()
