@@ -35,6 +35,27 @@ MAX_FEED_ERROR = 4000
 Event = tuple[int, str, dict]
 
 
+def explaining_failure(key: str, reports: list[protocol.FeedFailed]
+                       ) -> protocol.FeedFailed | None:
+    """Which of the failures reported by inference tasks (``<key>/<stage>/<partition>``, in
+    the order they arrived) explains the latest action on inference ``key``.
+
+    Only the latest stage counts (an earlier action's failure is old news).  Within it, the
+    first failure of a task's own (a count mismatch, bad rows, the user's code) is the cause:
+    a task that lost its node (``node_lost``) often reports a moment before or after the
+    task whose failure ended the node, so it is taken only when no other task reported.
+    """
+    stages: dict[int, list[protocol.FeedFailed]] = {}
+    for report in reports:
+        stage, _, _ = report.job[len(key) + 1:].partition("/")
+        if report.job.startswith(key + "/") and stage.isdigit():
+            stages.setdefault(int(stage), []).append(report)
+    if not stages:
+        return None
+    latest = stages[max(stages)]
+    return next((r for r in latest if not r.node_lost), latest[0])
+
+
 class ControlServer:
     """Accepts authenticated node connections and queues their messages.
 
@@ -138,12 +159,11 @@ class ControlServer:
 
     def feed_failure(self, job: str) -> protocol.FeedFailed | None:
         """The first error a feeding task of Spark job group ``job`` reported, if any; for an
-        inference key, the latest of its tasks' (reported as ``<key>/...``)."""
+        inference key, the one that explains its latest action (:func:`explaining_failure`)."""
         with self._lock:
             if job in self._feed_failures:
                 return self._feed_failures[job]
-            found = [f for k, f in self._feed_failures.items() if k.startswith(job + "/")]
-            return found[-1] if found else None
+            return explaining_failure(job, list(self._feed_failures.values()))
 
     def send(self, node: int, kind: str, msg: dict) -> bool:
         """Send ``msg`` to one node's connection; False if it is not connected."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -128,6 +130,9 @@ def no_leftovers():
     """Fail the test if a sparktf process, monitor thread or timer outlives it."""
     yield
     left = wait_no_sparktf_processes()
+    for pid, _ in left:   # so that one test's leftovers fail that test only, not every later one
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
     assert not left, f"sparktf processes left behind: {left}"
     threads = [t.name for t in threading.enumerate()
                if t.name == "sparktf-monitor" or isinstance(t, threading.Timer)]

@@ -89,3 +89,26 @@ def test_feed_failures_first_per_job_bounded_and_checked(monkeypatch, caplog):
         assert "bad feed failure report" in caplog.text
     finally:
         server.close()
+
+
+def _failed(job: str, node_lost: bool = False):
+    from sparktf.protocol import FeedFailed
+    return FeedFailed(job, "FeedError", f"error of {job}", node_lost)
+
+
+@pytest.mark.parametrize("reports, expected", [
+    ([], None),
+    (["other/0/1", "inf/x/1", "inf-2/0/1"], None),          # another key, a bad stage
+    (["inf/3/0", "inf/3/1"], "inf/3/0"),                   # the first of a stage
+    (["inf/3/0", "inf/7/2", "inf/7/1"], "inf/7/2"),        # the latest action's stage
+    (["inf/10/0", "inf/9/1"], "inf/10/0"),                 # stages compared as numbers
+    (["inf/3/3!", "inf/3/1", "inf/3/0"], "inf/3/1"),       # a lost node is a consequence
+    (["inf/3/3!", "inf/3/4!"], "inf/3/3"),                 # ... unless nothing else failed
+    (["inf/2/0", "inf/3/3!"], "inf/3/3"),
+])
+def test_explaining_failure_of_an_inference_key(reports, expected):
+    """Which inference task's report the driver raises ("!": the task lost its node)."""
+    from sparktf.control import explaining_failure
+
+    got = explaining_failure("inf", [_failed(r.rstrip("!"), r.endswith("!")) for r in reports])
+    assert (got.job if got else None) == expected

@@ -85,8 +85,9 @@ def test_a_retried_inference_task_raises_its_first_error_or_runs_again(monkeypat
         with pytest.raises(FeedError) as info:   # partition 6: nothing reported, runs again
             list(sender.feed_inference(6, iter([]), node, secret, 600, arrow=False,
                                        job="infer-3"))
-        latest = server.feed_failure("infer-3")     # the latest of the key's tasks
-        assert latest.job == "infer-3/0/6" and latest.error == str(info.value), latest
+        again = server.feed_failure("infer-3/0/6")   # its own failure, reported
+        assert again.error == str(info.value), again
+        assert server.feed_failure("infer-3").job == "infer-3/0/5"   # the stage's first
         assert server.feed_failure("infer-") is None   # a key, not any prefix
     finally:
         server.close()
