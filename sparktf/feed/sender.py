@@ -178,9 +178,13 @@ def feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: b
         return _feed_train(partition, data, nodes, secret, feed_timeout, arrow, hello)
     except Exception as e:
         if job:
-            report_feed_failure(nodes[0]["control"], secret, tlsmod.client(nodes[0].get("tls")),
-                                _failure(job, partition, e))
+            _report(nodes[0], secret, _failure(job, partition, e))
         raise
+
+
+def _report(node: dict, secret: bytes, failure: protocol.FeedFailed) -> None:
+    """Tell the driver, through ``node``'s control address, why this task failed."""
+    report_feed_failure(node["control"], secret, tlsmod.client(node.get("tls")), failure)
 
 
 def _failure(job: str, partition: int, e: BaseException) -> protocol.FeedFailed:
@@ -277,8 +281,7 @@ def feed_inference(partition: int, data: Iterable[Any], node: dict, secret: byte
         yield from _feed_inference(partition, data, node, secret, feed_timeout, arrow, chunked)
     except Exception as e:
         if key:
-            report_feed_failure(node["control"], secret, tlsmod.client(node.get("tls")),
-                                _failure(key, partition, e))
+            _report(node, secret, _failure(key, partition, e))
         raise
 
 
