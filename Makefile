@@ -21,14 +21,8 @@ $(STAMP): setup.py pyproject.toml
 	$(PY) -m pip install -q -e '.[test,examples]'
 	touch $(STAMP)
 
-# `make test TEST_WORKERS=2`: two pytest-xdist workers (most tests wait on JVMs, processes
-# and sockets, not on the CPU); each module runs whole in one worker, the Hadoop modules in
-# the same one (tests/conftest.py). One (plain pytest) by default until two are proven in CI.
-TEST_WORKERS ?= 1
-XDIST := $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
-
 test: $(STAMP) lint
-	$(PY) -m pytest $(XDIST) --durations=15 tests
+	$(PY) -m pytest --durations=15 tests
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check --select E,F,W --line-length 100 sparktf tests benchmarks examples

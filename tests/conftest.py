@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -19,30 +20,9 @@ if HERE not in sys.path:  # tests/ on sys.path: `servers` is importable here and
 from servers.procs import live_processes  # noqa: E402
 
 
-#: Set by pytest-xdist in each worker process (`make test` runs two); the processes a test
-#: starts inherit it. (YARN containers do not: the Hadoop fixture checks those by its
-#: work directory.)
-WORKER_ENV = "PYTEST_XDIST_WORKER"
-
-
-def started_here(pid: int) -> bool:
-    """Whether process ``pid`` was started by this pytest process's tests (always true
-    without pytest-xdist)."""
-    worker = os.environ.get(WORKER_ENV)
-    if not worker:
-        return True
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as f:
-            return f"{WORKER_ENV}={worker}".encode() in f.read().split(b"\0")
-    except OSError:
-        return False
-
-
 def sparktf_processes() -> list[tuple[int, str]]:
-    """Live (non-zombie) sparktf node, supervisor and TensorBoard processes of this pytest
-    process's tests."""
-    return [(pid, cmd) for pid, cmd in live_processes(
-        lambda cmd: "sparktf.node." in cmd or "tensorboard.main" in cmd) if started_here(pid)]
+    """Live (non-zombie) sparktf node, supervisor and TensorBoard processes."""
+    return live_processes(lambda cmd: "sparktf.node." in cmd or "tensorboard.main" in cmd)
 
 
 def module_rank(items) -> dict[str, int]:
@@ -65,15 +45,9 @@ def module_rank(items) -> dict[str, int]:
 
 
 def pytest_collection_modifyitems(config, items):
-    """Orders the modules (:func:`module_rank`). `make test TEST_WORKERS=2` runs two
-    pytest-xdist workers with ``--dist loadgroup``: each module runs whole in one worker (its
-    module fixtures are set up once), and the modules marked ``hadoop`` all in the same one
-    (one Hadoop mini cluster per run)."""
+    """Orders the modules (:func:`module_rank`)."""
     rank = module_rank(items)
     items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])   # stable: file order kept
-    for item in items:
-        group = "hadoop" if item.get_closest_marker("hadoop") else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def wait_no_sparktf_processes(timeout: float = 20.0) -> list[tuple[int, str]]:
@@ -83,6 +57,23 @@ def wait_no_sparktf_processes(timeout: float = 20.0) -> list[tuple[int, str]]:
         if not left or time.monotonic() > deadline:
             return left
         time.sleep(0.2)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def spark_work_dirs(tmp_path_factory):
+    """Moves the application directories that this session's ``local-cluster`` workers wrote
+    into pyspark's own ``work/`` (executor logs, nodes' directories: Spark has no setting for
+    it) to the session's temporary directory, where pytest keeps the last three sessions."""
+    import pyspark
+
+    work = os.path.join(os.path.dirname(pyspark.__file__), "work")
+    before = set(os.listdir(work)) if os.path.isdir(work) else set()
+    yield
+    if os.path.isdir(work):
+        target = tmp_path_factory.getbasetemp() / "spark-work"
+        for name in sorted(set(os.listdir(work)) - before):
+            target.mkdir(exist_ok=True)
+            shutil.move(os.path.join(work, name), target / name)
 
 
 @pytest.fixture(scope="session")
