@@ -92,9 +92,9 @@ class MiniHadoop:
     address), ``pid``.
     """
 
-    # One NodeManager of 8 GiB: every NodeManager localises (copies, unpacks and, without
-    # libhadoop, chmods file by file with a process each) test_yarn's 2 GB archive of
-    # ~19,000 files, so a second one only doubled that for the application.
+    # One NodeManager of 8 GiB: every NodeManager localises (copies, unpacks and sets the
+    # modes of) test_yarn's 2 GB archive of ~16,000 files, so a second one only doubled that
+    # for the application.
     def __init__(self, work_dir: str, datanodes: int = 1, nodemanagers: int = 1,
                  nm_memory_mb: int = 8192, nm_vcores: int = 4) -> None:
         self.work_dir = os.path.abspath(work_dir)
@@ -116,7 +116,7 @@ class MiniHadoop:
             self.proc = subprocess.Popen(
                 ["java", f"-Xmx{HEAP}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
                  f"-Dlog4j.configuration=file:{LOG4J}", f"-Dhadoop.log.dir={self.work_dir}",
-                 "-cp", f"{jars}/*:{classes}", "MiniHadoop", self.work_dir, *self.args],
+                 "-cp", f"{jars}/*:{classes}:{SOURCE}", "MiniHadoop", self.work_dir, *self.args],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, cwd=self.work_dir,
                 env=env, start_new_session=True)
         try:
