@@ -45,10 +45,13 @@ def explaining_failure(key: str, reports: list[protocol.FeedFailed]
     a task that lost its node (``node_lost``) often reports a moment before or after the
     task whose failure ended the node, so it is taken only when no other task reported.
     """
+    prefix = key + "/"
     stages: dict[int, list[protocol.FeedFailed]] = {}
     for report in reports:
-        stage, _, _ = report.job[len(key) + 1:].partition("/")
-        if report.job.startswith(key + "/") and stage.isdigit():
+        if not report.job.startswith(prefix):
+            continue
+        stage = report.job[len(prefix):].partition("/")[0]
+        if stage.isdigit():
             stages.setdefault(int(stage), []).append(report)
     if not stages:
         return None
