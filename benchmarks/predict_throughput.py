@@ -11,6 +11,11 @@ is computed and converted, nothing is stored).  Two inputs:
 * ``image array<float>`` (784 values per row);
 * ``pixels binary`` (784 raw uint8 bytes per row, cast to float32 by the model feed).
 
+And two precisions: float32 (as exported) and bfloat16 (``precision="bfloat16"``:
+TensorFlow's oneDNN mixed-precision rewrite, see sparktf/serving/precision.py),
+which the baseline's ``make_predict_fn`` switches on around its model calls the
+same way, so each ratio compares the two UDFs running the same arithmetic.
+
 Each variant first runs twice on a small warm-up DataFrame of 8 partitions
 (both executors' Python workers import TensorFlow and load the model), then
 on all rows.  Where the time goes, measured in the same run:
@@ -135,7 +140,7 @@ def binary_df(df):
     return out
 
 
-def make_baseline_fn(export: str, binary: bool):
+def make_baseline_fn(export: str, binary: bool, precision: str = "float32"):
     """``make_predict_fn`` for predict_batch_udf: the same signature on numpy batches.
 
     It sizes TensorFlow's thread pools to the task's cores as sparktf does, so
@@ -160,10 +165,18 @@ def make_baseline_fn(export: str, binary: bool):
         fn = tf.saved_model.load(export).signatures["serving_default"]
         (name,) = fn.structured_input_signature[1]
 
+        rewrite = "auto_mixed_precision_onednn_bfloat16"
+
         def predict(x):
             if binary:   # an object array of 784-byte values
                 x = np.frombuffer(b"".join(x), np.uint8).reshape(-1, 28, 28, 1)
-            return fn(**{name: tf.constant(x, tf.float32)})["output_0"].numpy()
+            if precision == "float32":
+                return fn(**{name: tf.constant(x, tf.float32)})["output_0"].numpy()
+            tf.config.optimizer.set_experimental_options({rewrite: True})
+            try:
+                return fn(**{name: tf.constant(x, tf.float32)})["output_0"].numpy()
+            finally:
+                tf.config.optimizer.set_experimental_options({rewrite: False})
         return predict
     return make
 
@@ -264,10 +277,12 @@ def main() -> None:
     for kind, data, warm_data, col in (("array<float>", df, warm, "image"),
                                        ("binary", bdf, warm_b, "pixels")):
         measured(f"Spark input ceiling, {kind} (mapInArrow)", lambda: count_arrow(data, col))
-        for model, label in ((null_export, ", null model"), (export, "")):
-            ours = sparktf.predict_udf(model, batch_size=BATCH)
+        for model, label, precision in ((null_export, ", null model", "float32"),
+                                        (export, "", "float32"),
+                                        (export, ", bfloat16", "bfloat16")):
+            ours = sparktf.predict_udf(model, batch_size=BATCH, precision=precision)
             run(f"sparktf.predict_udf, {kind}{label}", data, warm_data, ours(col))
-            theirs = predict_batch_udf(make_baseline_fn(model, kind == "binary"),
+            theirs = predict_batch_udf(make_baseline_fn(model, kind == "binary", precision),
                                        return_type=T.ArrayType(T.FloatType()),
                                        batch_size=BATCH,
                                        input_tensor_shapes=None if kind == "binary"
@@ -285,16 +300,18 @@ def main() -> None:
         print(f"  {name:<40} {parts['executor JVMs']:6.1f} + {parts['Python workers']:6.1f} = "
               f"{sum(parts.values()):6.1f}")
     kinds = ("array<float>", "binary")
+    labels = ("", ", bfloat16", ", null model")
     for kind in kinds:
-        for label in ("", ", null model"):
+        for label in labels:
             ours = sum(cpu[f"sparktf.predict_udf, {kind}{label}"].values())
             theirs = sum(cpu[f"predict_batch_udf, {kind}{label}"].values())
             print(f"  CPU seconds, predict_batch_udf / sparktf.predict_udf, {kind}{label}: "
                   f"{theirs / ours:.2f}x")
     common.report("Prediction throughput", args.rows, results,
-                  [(f"sparktf.predict_udf, {k}", f"predict_batch_udf, {k}", 1.2) for k in kinds]
-                  + [(f"sparktf.predict_udf, {k}, null model",
-                      f"predict_batch_udf, {k}, null model", 1.0) for k in kinds])
+                  [(f"sparktf.predict_udf, {k}{label}", f"predict_batch_udf, {k}{label}",
+                    1.0 if label == ", null model" else 1.2) for k in kinds for label in labels]
+                  + [(f"sparktf.predict_udf, {k}, bfloat16", f"predict_batch_udf, {k}", 1.2)
+                     for k in kinds])
     sc.stop()
     shutil.rmtree(tmp, ignore_errors=True)
 

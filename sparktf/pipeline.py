@@ -112,6 +112,9 @@ HasSignatureDefKey = _mixin("HasSignatureDefKey", (
 HasTagSet = _mixin("HasTagSet", (
     "tag_set", "Comma-delimited list of tags identifying a saved_model metagraph", _str,
     "TagSet"))
+HasPrecision = _mixin("HasPrecision", (
+    "precision", "Arithmetic of the model's calls: float32 (as exported) or bfloat16 (CPUs "
+    "with AMX or AVX512-BF16)", _str, "Precision"))
 
 
 class Namespace:
@@ -266,13 +269,14 @@ def _import_function(name: str) -> Callable:
 
 
 class TFModel(Model, TFParams, HasInputMapping, HasOutputMapping, HasBatchSize, HasModelDir,
-              HasExportDir, HasSignatureDefKey, HasTagSet, _Persistable):
+              HasExportDir, HasSignatureDefKey, HasTagSet, HasPrecision, _Persistable):
     """A Spark ML Model running an exported SavedModel (``export_dir``) on DataFrame columns.
 
     ``transform(df)`` returns ``df`` with one column per ``output_mapping``
     entry (signature output -> column), fed from the columns of
     ``input_mapping`` (column -> signature input), ``batch_size`` rows per
-    model call.  Each Python worker loads the export once and reuses it across
+    model call, in ``precision`` (``float32``, or ``bfloat16`` on CPUs built
+    for it).  Each Python worker loads the export once and reuses it across
     tasks (see :mod:`sparktf.serving`).  ``export_dir`` may be any URL
     :mod:`sparktf.fs` reads; a plain relative path is taken from the driver's
     working directory.  ``env``: variables the executors set while they read
@@ -285,7 +289,8 @@ class TFModel(Model, TFParams, HasInputMapping, HasOutputMapping, HasBatchSize, 
         self.args = Namespace(tf_args)
         self.env = dict(env) if env else None
         self._setDefault(input_mapping={}, output_mapping={}, batch_size=100, model_dir=None,
-                         export_dir=None, signature_def_key="serving_default", tag_set="serve")
+                         export_dir=None, signature_def_key="serving_default", tag_set="serve",
+                         precision="float32")
 
     def predictor(self):
         """The :class:`sparktf.PredictUDF` that :meth:`transform` uses (reads the signature)."""
@@ -302,7 +307,8 @@ class TFModel(Model, TFParams, HasInputMapping, HasOutputMapping, HasBatchSize, 
         return predict_udf(export_dir, input_mapping=args.input_mapping or None,
                            output_mapping=args.output_mapping or None,
                            signature_def_key=args.signature_def_key, tag_set=args.tag_set,
-                           batch_size=args.batch_size, env=self.env)
+                           batch_size=args.batch_size, env=self.env,
+                           precision=args.precision)
 
     def _transform(self, dataset):
         return self.predictor().transform(dataset)

@@ -34,6 +34,7 @@ import pyarrow as pa
 
 from sparktf.errors import ModelLoadError, PredictInputError
 from sparktf.serving import cache, convert
+from sparktf.serving import precision as precision_
 from sparktf.serving.signature import Signature, TensorSpec, read_signature
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class _Plan:
     outputs: tuple[str, ...]        # signature outputs, in result order
     output_columns: tuple[str, ...]
     batch_size: int
+    precision: str = "float32"
     env: dict[str, str] | None = dataclasses.field(default=None, repr=False)
 
 
@@ -64,11 +66,12 @@ class PredictUDF:
 
     def __init__(self, signature: Signature, input_mapping: dict[str, str],
                  output_mapping: dict[str, str], batch_size: int,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, precision: str = "float32") -> None:
         self.signature = signature
         self.input_mapping = dict(input_mapping)
         self.output_mapping = dict(output_mapping)
         self.batch_size = batch_size
+        self.precision = precision_.check(precision)
         self._env = dict(env) if env else None
 
     @property
@@ -105,7 +108,7 @@ class PredictUDF:
                 f"got {len(cols)}")
         plan = _Plan(self.signature, tuple(names), tuple(self.input_mapping.values()),
                      tuple(self.output_mapping), tuple(self.output_columns), self.batch_size,
-                     self._env)
+                     self.precision, self._env)
         fn = functools.partial(_predict_batches, plan)
         with warnings.catch_warnings():     # "prefer type hints": a partial has none
             warnings.simplefilter("ignore", UserWarning)
@@ -142,7 +145,7 @@ def predict_udf(model_url: str, *, input_mapping: dict[str, str] | None = None,
                 output_mapping: dict[str, str] | None = None,
                 signature_def_key: str | None = None, tag_set: str | None = None,
                 batch_size: int = DEFAULT_BATCH_SIZE, version: int | None = None,
-                env: dict[str, str] | None = None) -> PredictUDF:
+                env: dict[str, str] | None = None, precision: str = "float32") -> PredictUDF:
     """A :class:`PredictUDF` running the SavedModel at ``model_url`` (any :mod:`sparktf.fs` URL).
 
     ``model_url`` is an export (Keras 3 ``model.export``, tf-keras
@@ -155,10 +158,12 @@ def predict_udf(model_url: str, *, input_mapping: dict[str, str] | None = None,
     ``batch_size`` bounds the rows per model call.  ``env`` holds variables
     the executors set while they read the export (e.g. ``AWS_*`` for S3, when
     ``spark.executorEnv`` does not give them); it travels in the tasks and is
-    never logged.
+    never logged.  ``precision="bfloat16"`` runs the model's matrix work in
+    bfloat16 on CPUs built for it, about 2.5x faster (:mod:`.precision`).
     """
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, not {batch_size!r}")
+    precision_.check(precision)
     signature = read_signature(model_url, signature_def_key, tag_set, version)
     inputs = dict(input_mapping) if input_mapping else {n: n for n in signature.inputs}
     outputs = dict(output_mapping) if output_mapping else {n: n for n in signature.outputs}
@@ -177,9 +182,9 @@ def predict_udf(model_url: str, *, input_mapping: dict[str, str] | None = None,
         raise PredictInputError(f"output_mapping names {unknown}, not outputs of signature "
                                 f"{signature.key!r} of {signature.url}; its outputs: "
                                 f"{_describe(signature.outputs)}")
-    logger.info("predicting with %s version %s: %s -> %s", signature.url, signature.version,
-                inputs, outputs)
-    return PredictUDF(signature, inputs, outputs, batch_size, env)
+    logger.info("predicting with %s version %s in %s: %s -> %s", signature.url,
+                signature.version, precision, inputs, outputs)
+    return PredictUDF(signature, inputs, outputs, batch_size, env, precision)
 
 
 def _describe(specs: dict[str, TensorSpec]) -> str:
@@ -209,6 +214,7 @@ def _predict_batches(plan: _Plan, batches: Iterator) -> Iterator[pa.Array]:
         if rows and model is None:
             with cache.environment(plan.env or {}):
                 model = cache.CACHE.get(plan.signature, cache.current_device())
+            precision_.warn_if_emulated(plan.precision)
         yield _run(model, plan, feed, rows)
 
 
@@ -219,7 +225,7 @@ def _run(model: cache.LoadedModel | None, plan: _Plan, feed: dict[str, np.ndarra
     if rows:
         import tensorflow as tf
 
-        with tf.device(model.device):
+        with tf.device(model.device), precision_.applied(tf, plan.precision):
             for start in range(0, rows, plan.batch_size):
                 stop = min(rows, start + plan.batch_size)
                 result = model.fn(**{name: tf.convert_to_tensor(value[start:stop])

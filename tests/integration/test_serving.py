@@ -17,7 +17,7 @@ import pytest
 import make_exports
 from sparktf import ModelLoadError, PredictInputError, fs, predict_udf
 from sparktf.pipeline import TFModel
-from sparktf.serving import cache
+from sparktf.serving import cache, precision
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +68,22 @@ def test_loaded_once_per_python_worker_across_10_tasks_via_webhdfs(spark, export
         if run == 0:
             first = loads
     assert loads == first
+
+
+def test_bfloat16_runs_only_the_model_calls_that_ask_for_it(spark, exports):
+    """Both jobs run on the same Python workers and the same cached model: the bfloat16
+    rewrite is on for the first job's calls only."""
+    expected = k3_expected(range(200))
+    fast = k3_model(str(exports / "k3")).setPrecision("bfloat16")
+    got = np.array([r.y for r in fast.transform(rows_df(spark)).orderBy("id").collect()])
+    exact = k3_model(str(exports / "k3")).transform(rows_df(spark)).orderBy("id").collect()
+    np.testing.assert_allclose(got, expected, rtol=1e-2)
+    with open("/proc/cpuinfo") as f:
+        if precision.cpu_has_bfloat16(f.read()):   # else oneDNN may leave the graph as it is
+            assert not np.array_equal(got, expected), "bfloat16 was asked for, not applied"
+    np.testing.assert_allclose([r.y for r in exact], expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16"):
+        predict_udf(str(exports / "k3"), precision="float16")
 
 
 def test_formats_versions_side_by_side_and_binary_images(spark, exports, tmp_path):
