@@ -76,6 +76,22 @@ def spark_work_dirs(tmp_path_factory):
             shutil.move(os.path.join(work, name), target / name)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def wheel_build(request, tmp_path_factory):
+    """When the session holds test_wheel.py, starts building and installing the wheel with
+    the session's first test, beside the unit tests (package/wheel_build.py): about 70 s of one
+    busy core that would otherwise be waited for alone."""
+    from package.wheel_build import STASH_KEY, WheelBuild
+
+    if not any(item.path.name == "test_wheel.py" for item in request.session.items):
+        yield None
+        return
+    build = WheelBuild(tmp_path_factory.mktemp("wheel")).start()
+    request.config.stash[STASH_KEY] = build
+    yield build
+    build.stop()
+
+
 @pytest.fixture(scope="session")
 def sc(request):
     """A real ``local-cluster[3,1,1024]`` Spark: 3 executors with one slot each.

@@ -13,60 +13,29 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 import time
 import zipfile
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-INSTALL = os.path.join(ROOT, "docker", "install.sh")
+from package.wheel_build import ROOT, STASH_KEY, WheelBuild, clean_env
+
 # pip's resolver reports conflicts with these; Python prints a warning as "<Category>Warning:".
 PROBLEM_WORDS = ("conflict", "incompatible", "ERROR:", "Warning:")
 
 
-def project_files() -> list[str]:
-    """The project's files: tracked plus new ones not ignored (what a commit would hold)."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         cwd=ROOT, check=True, capture_output=True).stdout
-    return [p for p in out.decode().split("\0") if p and os.path.isfile(os.path.join(ROOT, p))]
-
-
-def clean_env() -> dict[str, str]:
-    """The environment without anything that could put the source tree on sys.path."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYSPARK_PYTHON",
-                        "PYSPARK_DRIVER_PYTHON", "SPARK_HOME")}
-    env["PIP_COMPILE"] = "0"  # byte-compile on first import instead (saves ~20 s here)
-    env["PIP_ROOT_USER_ACTION"] = "ignore"  # CI runs as root
-    return env
-
-
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """(venv, dist dir, install log, files built from): the wheel built and installed."""
-    base = tmp_path_factory.mktemp("wheel")
-    src, dist, venv = base / "src", base / "dist", base / "venv"
-    files = project_files()  # once: others may add files to the tree meanwhile
-    for rel in files:
-        os.makedirs(src / os.path.dirname(rel), exist_ok=True)
-        shutil.copy2(os.path.join(ROOT, rel), src / rel)
-    times = {}
-    t0 = time.monotonic()
-    subprocess.run([sys.executable, "-m", "build", "--outdir", str(dist), str(src)],
-                   check=True, capture_output=True, env=clean_env())
-    times["build"] = time.monotonic() - t0
-    wheels = list(dist.glob("sparktf-*.whl"))
-    assert len(wheels) == 1 and len(list(dist.glob("sparktf-*.tar.gz"))) == 1, os.listdir(dist)
-    t0 = time.monotonic()
-    proc = subprocess.run(["sh", INSTALL, str(venv), str(wheels[0])], cwd=str(base),
-                          capture_output=True, text=True, env=clean_env())
-    times["install"] = time.monotonic() - t0
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log[-4000:]
-    print(f"wheel build {times['build']:.1f}s, install.sh {times['install']:.1f}s")
-    return venv, dist, log, files
+def installed(request, tmp_path_factory):
+    """(venv, dist dir, install log, files built from): the wheel built and installed, by the
+    build tests/conftest.py started with the session's first test (package/wheel_build.py)."""
+    build = request.config.stash.get(STASH_KEY, None)
+    if build is None:
+        build = WheelBuild(tmp_path_factory.mktemp("wheel")).start()
+    result = build.result()
+    assert not result.failure, result.failure
+    print("wheel build {build:.1f}s, install.sh {install:.1f}s".format(**result.times))
+    return result.venv, result.dist, result.log, result.files
 
 
 def test_wheel_and_sdist_hold_every_module(installed):
