@@ -9,8 +9,8 @@ is unchanged: the rewrite happens when TensorFlow instantiates the signature.
 
 On CPUs with bfloat16 instructions (Intel AMX or AVX512-BF16, AMD Zen 4 and
 later: the ``amx_bf16`` / ``avx512_bf16`` flags) the MNIST CNN runs about 2.5x
-the rows per CPU second of float32, with outputs within about 1e-3 (bfloat16
-keeps 8 significant bits).  Without those instructions TensorFlow emulates
+the rows per CPU second of float32, with outputs within about 0.5% of float32's
+(bfloat16 keeps 8 significant bits).  Without those instructions TensorFlow emulates
 bfloat16 and it is slower than float32: the executor logs a warning.  The
 rewrite applies to CPU kernels; a model placed on a GPU runs as exported.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -80,7 +81,7 @@ class WheelBuild:
         with self._lock:
             self._stopped = True
             if self._proc is not None and self._proc.poll() is None:
-                os.killpg(self._proc.pid, 9)
+                os.killpg(self._proc.pid, signal.SIGKILL)
         self._thread.join(30)
 
     def _step(self, argv: list[str], **kw) -> subprocess.CompletedProcess:
