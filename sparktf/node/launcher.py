@@ -22,10 +22,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import traceback
 from typing import Iterator
 
 from .. import gpus, protocol
 from .. import roles as rolemod
+from ..errors import ProtocolError
 from . import procs
 
 logger = logging.getLogger(__name__)
@@ -133,6 +135,24 @@ def start_driver_ps(plan: protocol.LaunchPlan, payload: bytes, socks: list[socke
             for i, sock in enumerate(socks)]
 
 
+def report_failure(plan: protocol.LaunchPlan, node: int, error: Exception) -> None:
+    """Tell the driver, as the node's supervisor would, that ``node`` failed in its barrier
+    task before its process started (e.g. a ``GpuError``): the driver raises at once, not
+    when Spark has given up retrying the barrier stage (about 10 s later)."""
+    from .. import tls as tlsmod
+    from ..control import ControlClient
+
+    try:
+        client = ControlClient(plan.control, bytes.fromhex(plan.secret), node, "supervisor",
+                               on_message=lambda _: None, on_lost=lambda: None,
+                               tls=tlsmod.client(plan.tls_cert))
+        client.send(protocol.Exited(code=None, error=f"{type(error).__name__}: {error}",
+                                    traceback=traceback.format_exc()).to_dict())
+        client.close()
+    except (OSError, EOFError, ProtocolError) as e:   # the task's error still fails the job
+        logger.warning("cannot report node %d's failure to the driver: %s", node, e)
+
+
 def barrier_task(plan: protocol.LaunchPlan, payload: bytes):
     """The function that ``mapPartitions`` runs in each barrier task."""
 
@@ -150,12 +170,16 @@ def barrier_task(plan: protocol.LaunchPlan, payload: bytes):
         # GPUs (sparktf.gpus): this task's Spark GPUs, or nvidia-smi for run(num_gpus=...).
         jobs = [job for job, _ in plan.roles]
         slot, slots = gpus.host_slot([a.rsplit(":", 1)[0] for a in addresses], jobs, node)
-        gpu = gpus.assign(jobs[node], ctx.resources(), plan.num_gpus, slot=slot, slots=slots,
-                          where=f"host {host} (executor {executor_id()})")
         spark_mode = plan.input_mode == protocol.InputMode.SPARK
-        owner = procs.executor_jvm_pid() if spark_mode else os.getpid()
-        proc = start_node(plan, payload, node, host, port_sock, spec, owner, detach=spark_mode,
-                          gpu=gpu)
+        try:
+            gpu = gpus.assign(jobs[node], ctx.resources(), plan.num_gpus, slot=slot,
+                              slots=slots, where=f"host {host} (executor {executor_id()})")
+            owner = procs.executor_jvm_pid() if spark_mode else os.getpid()
+            proc = start_node(plan, payload, node, host, port_sock, spec, owner,
+                              detach=spark_mode, gpu=gpu)
+        except Exception as e:
+            report_failure(plan, node, e)
+            raise
         code = proc.wait()
         if code != 0:
             role = rolemod.Role(*plan.roles[node])

@@ -58,4 +58,4 @@ def test_each_node_gets_its_spark_gpu_ps_and_tensorboard_none(tmp_path, no_lefto
     # num_gpus=2 but Spark gave the task 1: the driver raises the node's GpuError, quickly.
     assert "num_gpus=2 but Spark assigned 1 GPU(s)" in result["num_gpus"], result
     assert "spark.task.resource.gpu.amount" in result["num_gpus"], result
-    assert result["num_gpus_seconds"] < 30, result
+    assert result["num_gpus_seconds"] < 8, result   # reported by the barrier task at once
