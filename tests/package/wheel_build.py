@@ -44,6 +44,8 @@ def clean_env() -> dict[str, str]:
 
 @dataclasses.dataclass
 class Result:
+    """What the build left for test_wheel.py."""
+
     venv: Path
     dist: Path
     log: str            # install.sh's output
