@@ -162,21 +162,15 @@ def make_baseline_fn(export: str, binary: bool, precision: str = "float32"):
         threads = tf.config.threading.get_intra_op_parallelism_threads()
         if threads != cpus:
             raise RuntimeError(f"this worker's TensorFlow runs {threads} threads, not {cpus}")
+        from sparktf.serving.precision import applied   # the switch sparktf uses
         fn = tf.saved_model.load(export).signatures["serving_default"]
         (name,) = fn.structured_input_signature[1]
-
-        rewrite = "auto_mixed_precision_onednn_bfloat16"
 
         def predict(x):
             if binary:   # an object array of 784-byte values
                 x = np.frombuffer(b"".join(x), np.uint8).reshape(-1, 28, 28, 1)
-            if precision == "float32":
+            with applied(tf, precision):
                 return fn(**{name: tf.constant(x, tf.float32)})["output_0"].numpy()
-            tf.config.optimizer.set_experimental_options({rewrite: True})
-            try:
-                return fn(**{name: tf.constant(x, tf.float32)})["output_0"].numpy()
-            finally:
-                tf.config.optimizer.set_experimental_options({rewrite: False})
         return predict
     return make
 

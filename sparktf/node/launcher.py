@@ -146,8 +146,9 @@ def report_failure(plan: protocol.LaunchPlan, node: int, error: Exception) -> No
         client = ControlClient(plan.control, bytes.fromhex(plan.secret), node, "supervisor",
                                on_message=lambda _: None, on_lost=lambda: None,
                                tls=tlsmod.client(plan.tls_cert))
-        client.send(protocol.Exited(code=None, error=f"{type(error).__name__}: {error}",
-                                    traceback=traceback.format_exc()).to_dict())
+        exited = protocol.Exited(code=None, error=f"{type(error).__name__}: {error}",
+                                 traceback="".join(traceback.format_exception(error)))
+        client.send(exited.to_dict())
         client.close()
     except (OSError, EOFError, ProtocolError) as e:   # the task's error still fails the job
         logger.warning("cannot report node %d's failure to the driver: %s", node, e)

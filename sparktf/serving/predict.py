@@ -71,7 +71,7 @@ class PredictUDF:
         self.input_mapping = dict(input_mapping)
         self.output_mapping = dict(output_mapping)
         self.batch_size = batch_size
-        self.precision = precision_.check(precision)
+        self.precision = precision
         self._env = dict(env) if env else None
 
     @property
