@@ -510,33 +510,31 @@ def test_sigterm_to_spark_submit_driver_completes_the_batch_in_flight(tmp_path, 
     indir, out, busy = tmp_path / "in", tmp_path / "out", tmp_path / "busy"
     indir.mkdir()
     busy.mkdir()
+    pid_file, log = tmp_path / "driver.pid", tmp_path / "driver.log"
     cmd = [os.path.join(os.path.dirname(sys.executable), "spark-submit"), "--master", "local[2]",
            "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.ui.enabled=false",
            "--conf", "spark.ui.showConsoleProgress=false",
-           os.path.join(HERE, "stream_job.py"), str(indir), str(out), str(busy)]
+           os.path.join(HERE, "stream_job.py"), str(indir), str(out), str(busy), str(pid_file)]
     env = dict(os.environ, PYSPARK_PYTHON=sys.executable, PYSPARK_DRIVER_PYTHON=sys.executable,
                SPARKTF_STOP_DIR=str(tmp_path / "stop"))
-    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True)
+    with open(log, "wb") as output:
+        driver = subprocess.Popen(cmd, env=env, stdout=output, stderr=subprocess.STDOUT)
     try:
-        pid = None
-        for line in driver.stdout:
-            if line.startswith("STREAMING"):
-                pid = int(line.split()[1])
-                break
-        assert pid, "the driver did not start its stream"
+        _wait_for(lambda: pid_file.exists() or driver.poll() is not None,
+                  "the driver to start its stream", timeout=120)
+        assert pid_file.exists(), log.read_text(errors="replace")[-3000:]
+        pid = int(pid_file.read_text())
         _write_lines(indir, "f0.txt", [f"a{i},{i}" for i in range(200)])
-        deadline = time.monotonic() + 60
-        while not os.listdir(busy) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert os.listdir(busy), "the micro-batch never reached the node"
+        _wait_for(lambda: os.listdir(busy), "the micro-batch to reach the node", timeout=60)
         os.kill(pid, signal.SIGTERM)  # the Python driver (spark-submit's JVM is its parent)
         sent = time.monotonic()
-        text = driver.communicate(timeout=60)[0]
+        driver.wait(timeout=60)
+        text = log.read_text(errors="replace")
         assert time.monotonic() - sent < 10, text[-3000:]
     finally:
         if driver.poll() is None:
             driver.kill()
+            driver.wait()
     assert driver.returncode == 0, text[-3000:]
     assert "stopping the stream gracefully: signal SIGTERM" in text
     assert sorted(_saved(out / "pred")) == sorted(f"a{i}={2 * i}" for i in range(200))
