@@ -18,9 +18,10 @@ import collections
 import logging
 import os
 import socket
+import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import pyarrow as pa
 
@@ -48,6 +49,7 @@ class EpochStart:
     epoch: int
     partitions: int
     batch: int | None = None  # the streaming micro-batch id; None for a batch feed
+    cached: bool = False  # fed with cache=True: the epochs after it replay its rows
 
 
 @dataclass
@@ -102,6 +104,7 @@ class BoundedBuffer:
         self.bytes = 0
         self._cond = threading.Condition()
         self.closed = False
+        self._waiting: list[int] = []  # sizes of the items producers wait to queue
 
     def _room(self, size: int) -> bool:
         return self._data < self.capacity and (
@@ -113,8 +116,16 @@ class BoundedBuffer:
         with self._cond:
             if isinstance(item, Item):
                 size = item.batch.nbytes
-                if not self._cond.wait_for(lambda: self.closed or self._room(size), timeout):
-                    raise TimeoutError(f"no room in the node's feed buffer for {timeout:g}s")
+                if not (self.closed or self._room(size)):
+                    self._waiting.append(size)
+                    self._cond.notify_all()  # hold_until() gives up when it cannot fit
+                    try:
+                        if not self._cond.wait_for(lambda: self.closed or self._room(size),
+                                                   timeout):
+                            raise TimeoutError(
+                                f"no room in the node's feed buffer for {timeout:g}s")
+                    finally:
+                        self._waiting.remove(size)
                 if self.closed:
                     return False
                 self._data += 1
@@ -138,6 +149,41 @@ class BoundedBuffer:
         with self._cond:
             self._cond.wait_for(lambda: any(match(i) for i in self._items))
             return next(i for i in self._items if match(i))
+
+    def head(self) -> Any:
+        """The first queued item (None if the buffer is empty), left queued."""
+        with self._cond:
+            return self._items[0] if self._items else None
+
+    def hold_until(self, match: Callable[[Any], bool], max_bytes: int) -> Any:
+        """Let producers queue up to ``max_bytes`` of data, in any number of items,
+        until an item for which ``match`` is true is queued; return it (left queued).
+
+        None if the buffer fills at that bound first (a producer waits for room) or
+        closes.  The buffer's own bounds apply again when this returns.  For a
+        consumer that must see a whole epoch before it reads any of it
+        (:meth:`sparktf.feed.datafeed.DataFeed.dataset` over a cached feed).
+        """
+        with self._cond:
+            bounds = self.capacity, self.max_bytes
+            self.capacity, self.max_bytes = sys.maxsize, max(max_bytes, self.max_bytes or 0)
+            self._cond.notify_all()  # producers waiting for room may go on
+            seen, found = 0, None
+
+            def ready() -> bool:
+                nonlocal seen, found
+                while found is None and seen < len(self._items):
+                    if match(self._items[seen]):
+                        found = self._items[seen]
+                    seen += 1
+                return (found is not None or self.closed
+                        or any(not self._room(size) for size in self._waiting))
+
+            try:
+                self._cond.wait_for(ready)
+            finally:
+                self.capacity, self.max_bytes = bounds
+            return found
 
     def close(self) -> None:
         with self._cond:
@@ -291,7 +337,8 @@ class FeedServer:
                         self._cache.close()
                     self._cache = (EpochCache(epoch, partitions, spill_dir=self._spill_dir)
                                    if hello.get("cache") is True else None)
-                    self.buffer.put(EpochStart(epoch, partitions, batch))
+                    self.buffer.put(EpochStart(epoch, partitions, batch,
+                                               cached=hello.get("cache") is True))
                 cache = self._cache if hello.get("cache") is True else None
             if self.terminated.is_set():
                 chan.send({"type": "terminated"})

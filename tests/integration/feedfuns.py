@@ -41,7 +41,11 @@ def fit_dataset(args, ctx):
         def on_train_batch_end(self, batch, logs=None):
             steps[-1] += 1
 
-    ds = feed.dataset(args["batch_size"])
+    if args.get("span"):   # one iteration for all epochs, steps known ahead (cached feed)
+        ds = feed.dataset(args["batch_size"], epochs=args["epochs"])
+        fit_steps = feed.steps_per_epoch(strategy)
+    else:
+        ds, fit_steps = feed.dataset(args["batch_size"]), None
 
     def seen(ids):
         rows_seen[0] += len(ids)
@@ -54,8 +58,10 @@ def fit_dataset(args, ctx):
     with strategy.scope():
         model = tf.keras.Sequential([tf.keras.Input((4,)), tf.keras.layers.Dense(1)])
         model.compile(optimizer=tf.keras.optimizers.SGD(0.01), loss="mse")
-    hist = model.fit(ds.map(counted), epochs=args["epochs"], verbose=0, callbacks=[Steps()])
+    hist = model.fit(ds.map(counted), epochs=args["epochs"], verbose=0, callbacks=[Steps()],
+                     steps_per_epoch=fit_steps)
     _write(args, ctx, "fit", {"rows": rows_seen[0], "ids": ids_seen, "steps": steps,
+                              "steps_per_epoch": fit_steps,
                               "epochs": len(hist.history["loss"]),
                               "weights": [w.tolist() for w in model.get_weights()]})
 

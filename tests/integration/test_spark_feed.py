@@ -2,6 +2,7 @@
 
 import glob
 import json
+import math
 import os
 import re
 import time
@@ -93,6 +94,25 @@ def test_mwms_fit_on_dataset_fast_path_with_uneven_partitions(sc, tmp_path, no_l
     assert sum(r["rows"] for r in got) == 5 * sum(SIZES), "every fed row is trained on"
     seen = np.bincount(np.concatenate([r["ids"] for r in got]), minlength=sum(SIZES))
     assert (seen == 5).all(), "every row once per epoch, fed or replayed"
+    np.testing.assert_allclose(np.array(got[0]["weights"][0]), np.array(got[1]["weights"][0]))
+
+
+def test_a_cached_feed_spans_the_epochs_with_steps_known_ahead(sc, tmp_path, no_leftovers):
+    # dataset(epochs=3) over a feed cached from its first epoch: one iterator for the fit,
+    # steps_per_epoch(strategy) = 2 steps of 32 rows (MWMS, 2 workers) per 64-row batch.
+    cluster = TFCluster.run(sc, feedfuns.fit_dataset,
+                            {"out": str(tmp_path), "epochs": 3, "batch_size": 64, "span": True},
+                            2, input_mode=TFCluster.InputMode.SPARK, reservation_timeout=120)
+    cluster.train(uneven_rdd(sc), num_epochs=3, cache=True)
+    cluster.shutdown(timeout=300)
+    got = results(tmp_path, "fit")
+    half = sum(SIZES) / 2   # each node's rows, give or take a row per partition
+    steps = got[0]["steps_per_epoch"]
+    assert 2 * math.ceil((half - len(SIZES)) / 64) <= steps <= 2 * math.ceil(half / 64), steps
+    assert [r["steps"] for r in got] == [[steps] * 3] * 2, "fit ran the steps it was given"
+    assert sum(r["rows"] for r in got) == 3 * sum(SIZES)
+    seen = np.bincount(np.concatenate([r["ids"] for r in got]), minlength=sum(SIZES))
+    assert (seen == 3).all(), "every row once per epoch, fed or replayed"
     np.testing.assert_allclose(np.array(got[0]["weights"][0]), np.array(got[1]["weights"][0]))
 
 
