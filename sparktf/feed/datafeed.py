@@ -330,7 +330,8 @@ class DataFeed:
         them by name), e.g. ``(images, labels)`` for rows ``(image, label)``.
         Blocks until the first data arrives, to learn the schema.
 
-        ``epochs``: the number of epochs ``model.fit`` will run.  Over a cached
+        ``epochs``: the number of epochs ``model.fit`` will run (``epochs -
+        initial_epoch`` when it resumes from a checkpoint).  Over a cached
         feed (``train(..., cache=True)``), whose epochs all replay the first
         one's rows, one iteration of the dataset then spans all ``epochs``
         epochs, and :meth:`steps_per_epoch` gives the steps of each, so that
