@@ -351,16 +351,16 @@ class DataFeed:
         """
         import tensorflow as tf
 
+        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
+                                   or epochs < 1):
+            raise FeedError(f"dataset(epochs={epochs!r}): give the number of epochs model.fit "
+                            "runs (an integer >= 1), or None")
         first = self._peek()
         if first is None:
             raise FeedError("the feed ended before any data arrived")
         sample = _columns(first, columns)
         signature = tuple(tf.TensorSpec((None, None, *c.shape[1:]), tf.as_dtype(c.dtype))
                           for c in sample)
-        if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
-                                   or epochs < 1):
-            raise FeedError(f"dataset(epochs={epochs!r}): give the number of epochs model.fit "
-                            "runs (an integer >= 1), or None")
         self._steps = self._steps_of_cached_epochs(batch_size) if epochs else None
         spans = epochs if self._steps is not None else 1
 
