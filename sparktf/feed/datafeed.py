@@ -392,8 +392,8 @@ class DataFeed:
         """
         if self._steps is None:
             return None
-        if strategy is None:
-            return self._steps
+        if strategy is None or strategy.num_replicas_in_sync == 1:
+            return self._steps   # (the default strategy has no worker_devices)
         local = len(strategy.extended.worker_devices)
         return self._steps * strategy.num_replicas_in_sync // max(1, local)
 

@@ -87,15 +87,18 @@ def test_without_epochs_one_iteration_per_epoch_and_no_steps():
 
 
 class Strategy:
-    """The two numbers of a tf.distribute strategy that steps_per_epoch reads."""
+    """The two numbers of a tf.distribute strategy that steps_per_epoch reads (local=None:
+    the default strategy, whose ``extended.worker_devices`` raises)."""
 
     def __init__(self, replicas, local):
         self.num_replicas_in_sync = replicas
-        self.extended = type("Extended", (), {"worker_devices": ["/cpu:0"] * local})()
+        self.extended = type("Extended", (), {"worker_devices": ["/cpu:0"] * local}
+                             if local else {})()
 
 
 @pytest.mark.parametrize("replicas, local, steps", [
-    (1, 1, 10),    # one worker, one device (the default strategy)
+    (1, None, 10),  # the default strategy
+    (1, 1, 10),    # one worker, one device
     (2, 1, 20),    # MultiWorkerMirroredStrategy, 2 workers: each element is 2 pieces
     (4, 2, 20),    # 2 workers of 2 GPUs
     (2, 2, 10),    # MirroredStrategy on 2 local GPUs
