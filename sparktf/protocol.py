@@ -113,9 +113,10 @@ class NodeSpec:
         return os.path.join(self.node_dir, "payload.pkl")
 
     @property
-    def failure_path(self) -> str:
-        """Where the node writes its exception for the supervisor's exit report."""
-        return os.path.join(self.node_dir, "failure.json")
+    def exit_report_path(self) -> str:
+        """Where the node writes, before it exits, what the supervisor's exit report
+        carries: the exception ``map_fun`` raised, or the fed rows it left unread."""
+        return os.path.join(self.node_dir, "exit.json")
 
     def write(self, path: str) -> None:
         """Write the spec readable by its owner only: it holds the cluster secret."""
@@ -166,9 +167,11 @@ class Started(Message):
 class Exited(Message):
     """The node process ended: its exit code (None if unknown), and why.
 
-    ``error`` and ``traceback`` are the exception ``map_fun`` raised, if any
-    (the node writes them to a file before it exits; the supervisor reads
-    it), so the report that ends a node always carries its cause.
+    ``error`` and ``traceback`` are the exception ``map_fun`` raised, if any,
+    and ``unread`` the fed rows it left unread (the node writes them to a file
+    before it exits; the supervisor reads it), so the report that ends a node
+    always carries its cause and its count, even when it overtakes the
+    node's own ``Finished``.
     """
 
     TYPE: ClassVar[str] = "exit"
@@ -178,6 +181,7 @@ class Exited(Message):
     error: str = ""
     traceback: str = ""
     log_tail: str = ""
+    unread: int = 0  # as in Finished: this report may reach the driver before Finished
 
 
 @dataclass(frozen=True)

@@ -255,7 +255,9 @@ class Attempt:
         else:
             if isinstance(msg, protocol.Started) and self._cluster_spec is None:
                 self._cluster_spec = msg.cluster_spec
-            unread = msg.unread if isinstance(msg, protocol.Finished) else 0
+            # Finished and the supervisor's Exited both carry the count, in either order.
+            unread = (msg.unread if isinstance(msg, (protocol.Finished, protocol.Exited))
+                      and node not in self.unread else 0)
             if unread:
                 self.unread[node] = unread
             if unread and not self.config.strict_feed:

@@ -95,11 +95,13 @@ def run(spec_path: str) -> int:
             control.send(protocol.Finished().to_dict())
             return 0
         # The supervisor reports it with the exit code: one report, cause first.
-        protocol.write_private(spec.failure_path, json.dumps(
+        protocol.write_private(spec.exit_report_path, json.dumps(
             {"error": f"{type(e).__name__}: {e}", "traceback": tb}).encode())
         return code
     unread = mgr.finish() if mgr is not None else 0
     logger.info("node %s: map_fun returned", spec.name)
+    if unread:   # for the supervisor's exit report too (see protocol.Exited)
+        protocol.write_private(spec.exit_report_path, json.dumps({"unread": unread}).encode())
     control.send(protocol.Finished(unread=unread).to_dict())
     return 0
 

@@ -114,12 +114,13 @@ class Supervisor:
         if self.tensorboard is not None:
             procs.stop_group(self.tensorboard, grace=2.0)
         stopped = self._stopping.is_set()
-        failure = _read_failure(self.spec.failure_path)
+        report = _read_exit_report(self.spec.exit_report_path)
         try:
             self.control.send(protocol.Exited(
                 code=code, stopped=stopped, reason=self._reason,
-                error=failure.get("error", ""), traceback=failure.get("traceback", ""),
-                log_tail=procs.tail(self.spec.log_path)).to_dict())
+                error=report.get("error", ""), traceback=report.get("traceback", ""),
+                log_tail=procs.tail(self.spec.log_path),
+                unread=int(report.get("unread", 0))).to_dict())
         except OSError:
             pass
         self.control.close()
@@ -131,8 +132,8 @@ class Supervisor:
         return code if code > 0 else 128 - code
 
 
-def _read_failure(path: str) -> dict:
-    """The exception the node wrote before it exited, if any."""
+def _read_exit_report(path: str) -> dict:
+    """What the node wrote before it exited (its exception or its unread rows), if any."""
     try:
         with open(path) as f:
             failure = json.load(f)

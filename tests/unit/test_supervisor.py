@@ -84,3 +84,26 @@ def test_the_exit_report_carries_the_exception_first(tmp_path):
     assert code == 1 and exited.code == 1 and not exited.stopped
     assert exited.error == "ValueError: boom" and "Traceback" in exited.traceback
     assert os.path.exists(spec.payload_path), "kept on request"
+
+
+def test_the_exit_report_carries_the_rows_left_unread(tmp_path):
+    """The supervisor's Exited may reach the driver before the node's own Finished: it
+    carries the unread count too, so strict_feed cannot miss it."""
+    def left_five_rows_unread(args, ctx):   # a SPARK-mode map_fun (pickled by value)
+        import pyarrow as pa
+
+        from sparktf.feed.receiver import Item
+        ctx.mgr.buffer.put(Item(pa.RecordBatch.from_pydict({"x": list(range(5))})))
+
+    secret = new_secret()
+    server = ControlServer("127.0.0.1", secret, num_nodes=1)
+    try:
+        spec, path = make_spec(tmp_path, server, secret, input_mode=1)
+        protocol.write_private(spec.payload_path,
+                               cloudpickle.dumps((left_five_rows_unread, None)))
+        code, got = supervise(spec, path, server)
+    finally:
+        server.close()
+    finished = [protocol.decode(msg) for _, kind, msg in got if msg.get("type") == "finished"]
+    assert code == 0 and [f.unread for f in finished] == [5]
+    assert protocol.decode(got[-1][2]).unread == 5
