@@ -408,7 +408,7 @@ class DataFeed:
         the nodes' counts off its end.
         """
         buffer = self._feed.buffer
-        head = getattr(buffer, "head", lambda: None)()
+        head = buffer.head()
         if (self._in_epoch or self._bounded or not isinstance(head, EpochStart)
                 or not head.cached or head.batch is not None):
             return None

@@ -133,7 +133,7 @@ class _ResultSink:
 
 
 class _QueueBuffer:
-    """The input queue seen as a node's feed buffer (``get``, ``peek``, ``len``).
+    """The input queue seen as a node's feed buffer (``get``, ``peek``, ``head``, ``len``).
 
     Raw rows become ``Item``s of Arrow record batches here; a ``None`` becomes
     the end of an epoch (with this node's row count, the only node) and the
@@ -187,6 +187,11 @@ class _QueueBuffer:
         elif isinstance(item, EpochEnd):
             self._epoch_rows = 0
         return item
+
+    def head(self) -> Any:
+        """The first item ready (None if none): never an epoch's start, as the local
+        harness has no epoch markers before its rows."""
+        return self._ready[0] if self._ready else None
 
     def peek(self, match: Callable[[Any], bool]) -> Any:
         while True:

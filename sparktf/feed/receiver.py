@@ -326,6 +326,7 @@ class FeedServer:
                 raise ProtocolError(f"bad feed hello {hello!r}")
             partition = _int_field(hello, "partition")
             inference = hello.get("mode") == "inference"
+            cached = hello.get("cache") is True  # train(..., cache=True)
             epoch, partitions = _int_field(hello, "epoch", 0), _int_field(hello, "partitions", 1)
             batch = hello.get("batch")
             if batch is not None:
@@ -336,10 +337,9 @@ class FeedServer:
                     if self._cache is not None:
                         self._cache.close()
                     self._cache = (EpochCache(epoch, partitions, spill_dir=self._spill_dir)
-                                   if hello.get("cache") is True else None)
-                    self.buffer.put(EpochStart(epoch, partitions, batch,
-                                               cached=hello.get("cache") is True))
-                cache = self._cache if hello.get("cache") is True else None
+                                   if cached else None)
+                    self.buffer.put(EpochStart(epoch, partitions, batch, cached=cached))
+                cache = self._cache if cached else None
             if self.terminated.is_set():
                 chan.send({"type": "terminated"})
                 return

@@ -136,8 +136,8 @@ def _read_exit_report(path: str) -> dict:
     """What the node wrote before it exited (its exception or its unread rows), if any."""
     try:
         with open(path) as f:
-            failure = json.load(f)
-        return failure if isinstance(failure, dict) else {}
+            report = json.load(f)
+        return report if isinstance(report, dict) else {}
     except (OSError, ValueError):
         return {}
 
