@@ -68,7 +68,7 @@ def main() -> None:
         if not parts & {"rdd", "tfos", "dataset"}:
             break
         rdd = common.rows_rdd(sc, args.rows, args.partitions, kind)
-        warm = common.rows_rdd(sc, 20_000, 2, kind)
+        warm = common.rows_rdd(sc, 20_000, args.partitions, kind)
         ceiling, feed = f"(c) Spark foreachPartition, {kind}", f"(a) sparktf RDD feed, {kind}"
         floor = f"(f) transport floor (c + gather + 2 sockets), {kind}"
         tfos = f"(d) TensorFlowOnSpark 2.2.5, {kind}"
@@ -105,7 +105,7 @@ def main() -> None:
         spark = SparkSession(sc)
         for kind, rdd_kind in zip(common.DF_KINDS, ("numpy float32", "numpy uint8")):
             df = common.image_df(spark, args.rows, args.partitions, kind)
-            warm = common.image_df(spark, 20_000, 2, kind)
+            warm = common.image_df(spark, 20_000, args.partitions, kind)
             ceiling = f"(e) Spark mapInArrow ceiling, {kind}"
             feed = f"(b) sparktf DataFrame feed, {kind}"
             floor = f"(g) Arrow transport floor (e + IPC to 2 sockets), {kind}"

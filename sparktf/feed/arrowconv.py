@@ -19,6 +19,7 @@ arrays becomes a ``FixedSizeList`` (shape kept in the field metadata).
 from __future__ import annotations
 
 import array
+import itertools
 import json
 from typing import Any, Iterable, Iterator
 
@@ -66,9 +67,11 @@ def _signature(value: Any) -> tuple:
 
 #: ``array`` type codes for lists whose first value is a Python int or float.
 _LIST_CODES = {int: ("q", np.int64), float: ("d", np.float64)}
+#: Field metadata of a column sent narrowed: the numpy dtype its values had.
+WIRE_DTYPE = b"sparktf.widen"
 
 
-def _number_lists(values: list) -> np.ndarray | None:
+def _number_lists(values: list, narrow: bool = False) -> np.ndarray | None:
     """``values``, equal-length lists of Python numbers, as a 2-D array, or None.
 
     ``array.fromlist`` converts a list of ints (or floats) in one C loop, about
@@ -76,7 +79,11 @@ def _number_lists(values: list) -> np.ndarray | None:
     type), and refuses any value of another type (a float among ints, a
     string, None, a nested list); such lists, and lists whose first value is
     neither an int nor a float, give None (the rows are then checked one by
-    one).  Wherever the result is not None it equals ``np.asarray(values)``.
+    one).  Wherever the result is not None it equals ``np.asarray(values)``,
+    except that with ``narrow`` lists of ints between 0 and 255 come as uint8:
+    an eighth of the bytes to send (see :class:`RowEncoder`), and
+    ``bytearray.extend`` converts them 2.5x faster still (4.7 against 11-13 us
+    for 784 ints).
     """
     first = values[0]
     if type(first) is not list or not first:
@@ -84,15 +91,31 @@ def _number_lists(values: list) -> np.ndarray | None:
     code = _LIST_CODES.get(type(first[0]))
     if code is None:
         return None
+    if narrow and code[0] == "q":
+        small = bytearray()
+        try:
+            for v in values:
+                small.extend(v)  # refuses values outside 0..255 and non-ints
+        except (TypeError, ValueError):
+            pass
+        else:
+            return _rows_of(np.frombuffer(small, np.uint8), values)
     out = array.array(code[0])
     try:
         for v in values:
             out.fromlist(v)
     except (TypeError, OverflowError):
         return None
-    if len(out) != len(values) * len(first):
-        return None  # lists of different lengths
-    return np.frombuffer(out, dtype=code[1]).reshape(len(values), len(first))
+    return _rows_of(np.frombuffer(out, dtype=code[1]), values)
+
+
+def _rows_of(flat: np.ndarray, values: list) -> np.ndarray | None:
+    """``flat``, the values of the lists ``values`` one after another, as one row per
+    list; None if the lists differ in length."""
+    width = len(values[0])
+    if len(flat) != len(values) * width:
+        return None
+    return flat.reshape(len(values), width)
 
 
 def _stack(arrays: list[np.ndarray]) -> np.ndarray:
@@ -118,22 +141,44 @@ def _column(name: str, values: Any) -> tuple[pa.Array, pa.Field]:
             arr = _stack(values) if isinstance(first, np.ndarray) else np.asarray(values)
         shape = arr.shape[1:]
         width = int(np.prod(shape)) if shape else 1
-        column = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), width)
+        column = pa.FixedSizeListArray.from_arrays(_from_numpy(arr.reshape(-1)), width)
         return column, pa.field(name, column.type,
                                 metadata={"sparktf.shape": json.dumps(list(shape))})
-    column = pa.array(np.asarray(values) if not isinstance(first, (str, bytes)) else values)
+    column = _from_numpy(np.asarray(values)) if not isinstance(first, (str, bytes)) else (
+        pa.array(values))
     return column, pa.field(name, column.type)
 
 
-class RowEncoder:
-    """Encodes the rows of one partition into Arrow record batches."""
+def _from_numpy(arr: np.ndarray) -> pa.Array:
+    """``pa.array(arr)`` for a 1-D array, zero-copy for numbers.
 
-    def __init__(self, partition: int) -> None:
+    ``pa.array`` imports pandas on its first call in a process (0.25 s and more
+    of every fresh Spark Python worker that feeds), so numbers are wrapped as
+    Arrow buffers directly; other kinds (bools, strings, objects) go through it.
+    """
+    if arr.dtype.kind in "iuf" and arr.dtype.isnative:
+        arr = np.ascontiguousarray(arr)
+        return pa.Array.from_buffers(pa.from_numpy_dtype(arr.dtype), len(arr),
+                                     [None, pa.py_buffer(arr)])
+    return pa.array(arr)
+
+
+class RowEncoder:
+    """Encodes the rows of one partition into Arrow record batches.
+
+    ``narrow``: columns of lists of ints between 0 and 255 (pixels parsed from
+    CSV lines) are encoded as uint8, marked to be widened back to int64 by
+    :func:`from_ipc`; a column stops trying once a value does not fit.
+    """
+
+    def __init__(self, partition: int, narrow: bool = False) -> None:
         self.partition = partition
+        self.narrow = narrow
+        self._wide: set[int] = set()  # columns with an int that does not fit in uint8
         self.kind = ""
         self.names: list[str] = []
         self.signature: list[tuple] = []
-        self.schema: pa.Schema | None = None
+        self.row_type: type | None = None  # the first row's
 
     def _fail(self, index: int, why: str) -> None:
         raise FeedError(f"bad input in partition {self.partition}, row {index}: {why}")
@@ -147,6 +192,7 @@ class RowEncoder:
                 self._fail(index, f"unsupported row type {type(row).__name__}; feed numpy "
                                   "arrays, tuples, lists, dicts or Rows")
             self.kind = "array" if kind == "scalar" else kind
+            self.row_type = type(row)
             self.names, values = _fields(row, self.kind)
             self.signature = [_signature(v) for v in values]
             for name, sig in zip(self.names, self.signature):
@@ -172,7 +218,7 @@ class RowEncoder:
         lists of Python numbers comes back converted (a 2-D array)."""
         if self.kind == "dict":
             return None
-        if len(set(map(type, rows))) != 1:
+        if set(map(type, rows)) != {self.row_type}:
             return None
         if self.kind == "tuple":
             if set(map(len, rows)) != {len(self.names)}:
@@ -189,15 +235,20 @@ class RowEncoder:
             if sig[0] == "seq":
                 if set(map(len, col)) != {sig[1]}:
                     return None
-                columns[i] = _number_lists(col)
+                narrow = self.narrow and i not in self._wide
+                columns[i] = _number_lists(col, narrow)
                 if columns[i] is None:
                     return None
+                if narrow and columns[i].dtype != np.uint8:
+                    self._wide.add(i)
             if sig[0] == "scalar" and _signature(col[0]) != sig:
                 return None
         return columns
 
-    def encode(self, rows: list[Any], first_index: int) -> pa.RecordBatch:
-        """One record batch from ``rows`` (the partition's rows from ``first_index`` on)."""
+    def columns(self, rows: list[Any], first_index: int) -> list[Any]:
+        """The columns of ``rows`` (the partition's rows from ``first_index`` on), every
+        row checked against the partition's first: per column a list of values, or a 2-D
+        array for lists of numbers."""
         if not self.kind:
             self._check(rows[0], first_index)
         columns = self._fast_columns(rows)
@@ -209,40 +260,101 @@ class RowEncoder:
                     columns = [[] for _ in values]
                 for col, v in zip(columns, values):
                     col.append(v)
+        return columns
+
+    def to_batch(self, columns: list[Any], first_index: int, rows: int) -> pa.RecordBatch:
+        """One record batch from the ``columns`` of ``rows`` rows from ``first_index`` on."""
         arrays, fields = [], []
-        for name, values in zip(self.names, columns):
+        for name, values, sig in zip(self.names, columns, self.signature):
             try:
                 arr, field = _column(name, values)
             except (ValueError, TypeError, pa.ArrowException) as e:
                 raise FeedError(f"bad input in partition {self.partition}, rows {first_index}-"
-                                f"{first_index + len(rows) - 1}: field {name!r}: {e}") from e
+                                f"{first_index + rows - 1}: field {name!r}: {e}") from e
+            if sig[0] == "seq" and getattr(values, "dtype", None) == np.uint8:  # narrowed
+                field = field.with_metadata({**field.metadata, WIRE_DTYPE: b"int64"})
             arrays.append(arr)
             fields.append(field)
         schema = pa.schema(fields, metadata={"sparktf.kind": self.kind})
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
+    def encode(self, rows: list[Any], first_index: int) -> pa.RecordBatch:
+        """One record batch from ``rows`` (the partition's rows from ``first_index`` on)."""
+        return self.to_batch(self.columns(rows, first_index), first_index, len(rows))
+
+
+#: Rows checked and copied into a chunk at a time (see :class:`_Chunk`).
+GROUP_ROWS = 64
+
+
+class _Chunk:
+    """The columns of one record batch, filled a group of rows at a time.
+
+    A column of equal-shape arrays is copied into one buffer as each group
+    arrives, so the rows can be freed at once: holding a chunk's thousands of
+    freshly unpickled rows until it is full costs more than the copy itself
+    (784-float rows: 4.9 us a row encoded that way, 2.9 us this way, against
+    1.9 us to merely unpickle one).  Other columns collect their values.
+    """
+
+    def __init__(self, signature: list[tuple], capacity: int, first_index: int) -> None:
+        self.first_index = first_index
+        self.rows = 0
+        self._buffers = [np.empty((capacity, *sig[1]), sig[2]) if sig[0] == "nd" and sig[1]
+                         else None for sig in signature]
+        self._pieces: list[list] = [[] for _ in signature]
+
+    def add(self, columns: list[Any], rows: int) -> None:
+        for buf, pieces, values in zip(self._buffers, self._pieces, columns):
+            if buf is not None:
+                into = buf[self.rows:self.rows + rows]
+                np.concatenate(values, out=into.reshape(-1, *buf.shape[2:]))
+            else:
+                pieces.append(values)
+        self.rows += rows
+
+    def columns(self) -> list[Any]:
+        """The columns so far (:meth:`RowEncoder.to_batch` takes them)."""
+        out = []
+        for buf, pieces in zip(self._buffers, self._pieces):
+            if buf is not None:
+                out.append(buf[:self.rows])
+            elif any(isinstance(p, np.ndarray) for p in pieces):  # lists of numbers
+                out.append(np.concatenate([np.asarray(p) for p in pieces]))
+            else:
+                out.append([v for p in pieces for v in p])
+        return out
+
 
 def encode_rows(rows: Iterable[Any], partition: int, batch_rows: int,
-                max_bytes: int | None = None) -> Iterator[pa.RecordBatch]:
+                max_bytes: int | None = None, narrow: bool = False) -> Iterator[pa.RecordBatch]:
     """Record batches of at most ``batch_rows`` rows, and about ``max_bytes`` bytes.
 
     The row size is learnt from the first row, so a partition of 400 KB rows is
-    cut into batches of a few rows, not of ``batch_rows`` rows.
+    cut into batches of a few rows, not of ``batch_rows`` rows.  ``narrow``: for
+    batches sent through :func:`to_ipc` and :func:`from_ipc` (see :class:`RowEncoder`).
     """
-    enc = RowEncoder(partition)
-    chunk: list[Any] = []
+    enc = RowEncoder(partition, narrow)
+    it = iter(rows)
+    group = list(itertools.islice(it, 1))
+    if group and max_bytes:
+        row_bytes = max(1, enc.encode(group, 0).nbytes)
+        batch_rows = max(1, min(batch_rows, max_bytes // row_bytes))
+    chunk: _Chunk | None = None
     index = 0
-    for row in rows:
-        if index == 0 and not chunk and max_bytes:
-            row_bytes = max(1, enc.encode([row], 0).nbytes)
-            batch_rows = max(1, min(batch_rows, max_bytes // row_bytes))
-        chunk.append(row)
-        if len(chunk) >= batch_rows:
-            yield enc.encode(chunk, index)
-            index += len(chunk)
-            chunk = []
-    if chunk:
-        yield enc.encode(chunk, index)
+    while group:
+        columns = enc.columns(group, index)
+        if chunk is None:
+            chunk = _Chunk(enc.signature, batch_rows, index)
+        chunk.add(columns, len(group))
+        index += len(group)
+        if chunk.rows == batch_rows:
+            yield enc.to_batch(chunk.columns(), chunk.first_index, chunk.rows)
+            chunk = None
+        group = list(itertools.islice(it, min(GROUP_ROWS,
+                                              batch_rows - (chunk.rows if chunk else 0))))
+    if chunk is not None:
+        yield enc.to_batch(chunk.columns(), chunk.first_index, chunk.rows)
 
 
 def split_by_bytes(batch: pa.RecordBatch, max_bytes: int) -> Iterator[pa.RecordBatch]:
@@ -297,9 +409,28 @@ def to_ipc(batch: pa.RecordBatch) -> pa.Buffer:
 
 
 def from_ipc(data: bytes | bytearray | memoryview) -> pa.RecordBatch:
-    """The single record batch of an Arrow IPC stream written by :func:`to_ipc`."""
+    """The single record batch of an Arrow IPC stream written by :func:`to_ipc`, with the
+    columns sent narrowed widened back (see :class:`RowEncoder`)."""
     reader = pa.ipc.open_stream(pa.py_buffer(data))
-    return concat(list(reader))
+    return _widened(concat(list(reader)))
+
+
+def _widened(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` with its narrowed fixed-size list columns in their own dtype again."""
+    fields = batch.schema
+    if not any(WIRE_DTYPE in (f.metadata or {}) for f in fields):
+        return batch
+    columns, out = [], []
+    for col, field in zip(batch.columns, fields):
+        meta = dict(field.metadata or {})
+        dtype = meta.pop(WIRE_DTYPE, None)
+        if dtype is not None:
+            values = col.flatten().to_numpy(zero_copy_only=False).astype(dtype.decode())
+            col = pa.FixedSizeListArray.from_arrays(_from_numpy(values), col.type.list_size)
+            field = pa.field(field.name, col.type, metadata=meta)
+        columns.append(col)
+        out.append(field)
+    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(out, metadata=fields.metadata))
 
 
 def concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:

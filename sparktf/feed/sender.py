@@ -148,7 +148,7 @@ def chunks(data: Iterable[Any], partition: int, arrow: bool) -> Iterator[pa.Reco
     limit = chunk_bytes()
     if arrow:
         return (piece for b in data if b.num_rows for piece in arrowconv.split_by_bytes(b, limit))
-    return arrowconv.encode_rows(data, partition, CHUNK_ROWS, limit)
+    return arrowconv.encode_rows(data, partition, CHUNK_ROWS, limit, narrow=True)
 
 
 def feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: bytes,

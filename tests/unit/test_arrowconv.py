@@ -110,3 +110,60 @@ def test_stack_equals_np_stack(arrays):
 def test_stack_of_different_shapes_fails_as_np_stack_does():
     with pytest.raises(ValueError):
         arrowconv._stack([np.ones(2), np.ones(4), np.ones(3), np.ones(3)])
+
+
+_ROW_KINDS = [
+    ("numpy float32 + label", lambda i: (np.full(784, i, "float32"), i)),
+    ("numpy uint8 image 28x28", lambda i: np.full((28, 28), i % 256, "uint8")),
+    ("lists of ints + label", lambda i: (list(range(i, i + 5)), i)),
+    ("lists of pixels, one > 255", lambda i: ([i % 256] * 4 if i != 130 else [256] * 4, i)),
+    ("lists of negative ints", lambda i: ([-i] * 4, i)),
+    ("lists, one of floats", lambda i: ([0.5 * i] * 3 if i == 130 else [i] * 3, i)),
+    ("dicts of arrays and strings", lambda i: {"x": np.arange(3.0) + i, "s": str(i)}),
+    ("Rows", lambda i: Row(a=i, b=float(i))),
+    ("0-d arrays", lambda i: (np.float64(i), np.array(i))),
+    ("bytes", lambda i: (bytes([i % 256]) * 4, i)),
+]
+
+
+@pytest.mark.parametrize("make", [m for _, m in _ROW_KINDS], ids=[k for k, _ in _ROW_KINDS])
+def test_chunks_built_group_by_group_equal_their_rows_encoded_at_once(make):
+    rows = [make(i) for i in range(250)]
+    chunks = list(arrowconv.encode_rows(iter(rows), 3, batch_rows=100))
+    assert [c.num_rows for c in chunks] == [100, 100, 50]
+    for start, chunk in zip((0, 100, 200), chunks):
+        assert chunk.equals(arrowconv.RowEncoder(3).encode(rows[start:start + 100], start))
+
+
+@pytest.mark.parametrize("make", [m for _, m in _ROW_KINDS], ids=[k for k, _ in _ROW_KINDS])
+def test_rows_sent_narrowed_arrive_as_encoded_without(make):
+    rows = [make(i) for i in range(250)]
+    wide = list(arrowconv.encode_rows(iter(rows), 3, batch_rows=100))
+    sent = list(arrowconv.encode_rows(iter(rows), 3, batch_rows=100, narrow=True))
+    for w, s in zip(wide, sent):
+        assert arrowconv.from_ipc(arrowconv.to_ipc(s)).equals(w)
+
+
+@pytest.mark.parametrize("first,values,wire", [
+    (0, [0, 255], "uint8"),          # pixels: an eighth of the bytes on the wire
+    (0, [0, 256], "int64"),
+    (0, [-1, 5], "int64"),
+    (0, [1, True], "uint8"),         # a bool is an int, as np.asarray takes it (1)
+    (130, [0, 256], "int64"),        # a wide value in a later group widens its chunk
+])
+def test_lists_of_small_ints_go_as_uint8_and_come_back_int64(first, values, wire):
+    rows = [([i % 200, i % 100], i) for i in range(200)]
+    rows[first] = (values, 0)
+    sent = list(arrowconv.encode_rows(iter(rows), 0, batch_rows=200, narrow=True))[0]
+    assert sent.column(0).type.value_type == pa.type_for_alias(wire)
+    back = arrowconv.from_ipc(arrowconv.to_ipc(sent))
+    assert back.column(0).type.value_type == pa.int64()
+    np.testing.assert_array_equal(arrowconv.column_to_numpy(back, 0),
+                                  np.asarray([r[0] for r in rows]))
+
+
+def test_a_bad_row_past_the_first_group_is_named_by_its_index():
+    rows = [(np.zeros(3, "float32"), 1)] * 200
+    rows[150] = (np.zeros(3, "float64"), 1)
+    with pytest.raises(FeedError, match="partition 3, row 150: field '_0'"):
+        list(arrowconv.encode_rows(iter(rows), 3, batch_rows=100))
