@@ -425,7 +425,11 @@ def _widened(batch: pa.RecordBatch) -> pa.RecordBatch:
         meta = dict(field.metadata or {})
         dtype = meta.pop(WIRE_DTYPE, None)
         if dtype is not None:
-            values = col.flatten().to_numpy(zero_copy_only=False).astype(dtype.decode())
+            if dtype != b"int64" or not (pa.types.is_fixed_size_list(col.type)
+                                         and col.type.value_type == pa.uint8()):
+                raise ValueError(f"column {field.name!r} of type {col.type} cannot be widened "
+                                 f"to {dtype!r}")
+            values = col.flatten().to_numpy(zero_copy_only=False).astype(np.int64)
             col = pa.FixedSizeListArray.from_arrays(_from_numpy(values), col.type.list_size)
             field = pa.field(field.name, col.type, metadata=meta)
         columns.append(col)

@@ -167,3 +167,15 @@ def test_a_bad_row_past_the_first_group_is_named_by_its_index():
     rows[150] = (np.zeros(3, "float64"), 1)
     with pytest.raises(FeedError, match="partition 3, row 150: field '_0'"):
         list(arrowconv.encode_rows(iter(rows), 3, batch_rows=100))
+
+
+@pytest.mark.parametrize("column,dtype", [
+    (pa.FixedSizeListArray.from_arrays(pa.array([1, 2], pa.int16()), 2), b"int64"),
+    (pa.array([1, 2], pa.uint8()), b"int64"),
+    (pa.FixedSizeListArray.from_arrays(pa.array([1, 2], pa.uint8()), 2), b"float16"),
+])
+def test_a_column_marked_narrowed_that_is_not_is_refused(column, dtype):
+    field = pa.field("_0", column.type, metadata={arrowconv.WIRE_DTYPE: dtype})
+    batch = pa.RecordBatch.from_arrays([column], schema=pa.schema([field]))
+    with pytest.raises(ValueError, match="cannot be widened"):
+        arrowconv.from_ipc(arrowconv.to_ipc(batch))
