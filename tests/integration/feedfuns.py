@@ -76,6 +76,16 @@ def infer_double(args, ctx):
         feed.batch_results([2 * int(r[1]) for r in batch])
 
 
+def infer_pixels(args, ctx):
+    """Inference: each row's pixels' dtype, sum and last value, as text."""
+    feed = ctx.get_data_feed(train_mode=False)
+    while not feed.should_stop():
+        batch = feed.next_batch(16)
+        if not batch:
+            break
+        feed.batch_results([f"{r[0].dtype} {int(r[0].sum())} {int(r[0][-1])}" for r in batch])
+
+
 def infer_frame(args, ctx):
     """Inference on DataFrame rows (dicts): two result columns, 2 * id and [id, 1.0]."""
     import pyarrow as pa

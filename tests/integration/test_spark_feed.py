@@ -150,6 +150,25 @@ def test_inference_one_result_per_row_in_order(sc, tmp_path, no_leftovers):
     cluster.shutdown(timeout=60)
 
 
+def test_lists_of_pixel_ints_arrive_as_the_int64_values_fed(sc, tmp_path, no_leftovers):
+    # CSV lines parsed as TFoS's examples do: lists of Python ints. The feed sends lists of
+    # ints in 0..255 as uint8 and the node widens them back; a partition holding a 300 goes
+    # as int64.
+    lines = [",".join(map(str, [i % 10] + [(i * 7 + j) % 256 for j in range(6)]))
+             for i in range(500)]
+    lines[321] = "1,300,0,0,0,0,7"
+
+    def parse(line):
+        values = [int(x) for x in line.split(",")]
+        return values[1:], values[0]
+
+    cluster = start(sc, feedfuns.infer_pixels, tmp_path, n=1)
+    out = cluster.inference(sc.parallelize(lines, 3).map(parse)).collect()
+    cluster.shutdown(timeout=60)
+    pixels = [parse(line)[0] for line in lines]
+    assert out == [f"int64 {sum(p)} {p[-1]}" for p in pixels]
+
+
 def test_dataframe_inference_returns_a_dataframe(sc, tmp_path, no_leftovers):
     from pyspark.sql import SparkSession
     spark = SparkSession(sc)
