@@ -162,27 +162,72 @@ def report(title: str, rows: int, results: dict[str, float], ratios: list[tuple[
             print(f"  {a} / {b}: {ratio:6.2f}x (target >= {target:g}x: {verdict})")
 
 
+def epoch_rate(sc, run, map_fun, tf_args, data, warmup, rows: int, name: str,
+               num_nodes: int = 2) -> float:
+    """Rows/s of one ``train()`` epoch of a fresh cluster.
+
+    The cluster first takes a warm-up epoch (larger than the nodes' buffers,
+    with a partition for every executor) so that the consumers have started
+    (imported TensorFlow) and every Python worker has fed before the measured
+    epoch; cluster start and shutdown are not timed.
+    """
+    cluster = run(sc, map_fun, tf_args, num_nodes, 0, input_mode=1)
+    try:
+        cluster.train(warmup, num_epochs=1)
+        t0 = time.perf_counter()
+        cluster.train(data, num_epochs=1)
+        secs = time.perf_counter() - t0
+    finally:
+        cluster.shutdown()
+    print(f"  {name}: {secs:.2f} s ({rows / secs:,.0f} rows/s)", flush=True)
+    return rows / secs
+
+
 def epoch_rates(sc, run, map_fun, tf_args, data, warmup, rows: int, repeat: int, name: str,
                 num_nodes: int = 2) -> float:
-    """Median rows/s of one ``train()`` epoch over ``repeat`` clusters.
+    """Median rows/s of :func:`epoch_rate` over ``repeat`` clusters."""
+    return statistics.median(epoch_rate(sc, run, map_fun, tf_args, data, warmup, rows, name,
+                                        num_nodes) for _ in range(repeat))
 
-    Each cluster first takes a warm-up epoch (larger than the nodes' buffers)
-    so that the consumers have started (imported TensorFlow) before the
-    measured epoch; cluster start and shutdown are not timed.
-    """
-    rates = []
+
+def timed_rate(name: str, rows: int, fn) -> float:
+    """Rows/s of one run of ``fn()``, printed."""
+    t0 = time.perf_counter()
+    fn()
+    secs = time.perf_counter() - t0
+    print(f"  {name}: {secs:.2f} s ({rows / secs:,.0f} rows/s)", flush=True)
+    return rows / secs
+
+
+def take_turns(variants: dict, repeat: int, warm: tuple = ()) -> dict[str, list[float]]:
+    """Each variant's rows/s in each of ``repeat`` rounds, the variants taking turns within
+    a round, so that a change in the machine's load between rounds moves them alike
+    (``variants``: name -> a function returning rows/s; those named in ``warm`` run once,
+    untimed, first)."""
+    for name in warm:
+        variants[name]()
+    runs: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeat):
-        cluster = run(sc, map_fun, tf_args, num_nodes, 0, input_mode=1)
-        try:
-            cluster.train(warmup, num_epochs=1)
-            t0 = time.perf_counter()
-            cluster.train(data, num_epochs=1)
-            secs = time.perf_counter() - t0
-        finally:
-            cluster.shutdown()
-        rates.append(rows / secs)
-        print(f"  {name}: {secs:.2f} s ({rates[-1]:,.0f} rows/s)", flush=True)
-    return statistics.median(rates)
+        for name, fn in variants.items():
+            runs[name].append(fn())
+    return runs
+
+
+def report_rounds(title: str, runs: dict[str, list[float]],
+                  ratios: list[tuple[str, str, float]]) -> None:
+    """Print each variant's median rows/s and each ratio ``a / b`` as the median of the
+    rounds' ratios (see :func:`take_turns`) against its target."""
+    print(f"\n{title} (rows/s, median of {max(map(len, runs.values()))} rounds)")
+    for name, rates in runs.items():
+        print(f"  {name:<58} {statistics.median(rates):12,.0f} rows/s")
+    for a, b, target in ratios:
+        if a in runs and b in runs:
+            per_round = [x / y for x, y in zip(runs[a], runs[b])]
+            ratio = statistics.median(per_round)
+            verdict = "meets" if ratio >= target else "MISSES"
+            print(f"  {a} / {b}: {ratio:6.2f}x (rounds: "
+                  + ", ".join(f"{r:.2f}" for r in per_round) + ")"
+                  + (f" (target >= {target:g}x: {verdict})" if target > 0 else ""))
 
 
 def median_rate(name: str, rows: int, fn, repeat: int, warm: bool = True) -> float:

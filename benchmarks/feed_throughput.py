@@ -18,7 +18,10 @@ and (b) sparktf's
 DataFrame feed; and (a2) ``DataFeed.dataset()`` iterated in graph mode (a
 ``tf.function`` loop, as ``model.fit`` does) on the float32 rows.  2 nodes on
 local-cluster[2,1,2048]; every sparktf and TFoS cluster takes a 20,000-row
-warm-up epoch first.  Prints rows/s and every ratio of issue 16's targets.
+warm-up epoch first.  The variants of a row kind take turns, ``--repeat`` rounds
+of them, and each ratio is the median of the rounds' ratios, so that the
+machine's load drifting between rounds moves both sides alike.  Prints rows/s
+and every ratio of issue 16's targets.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     from sparktf import TFCluster
 
-    rates: dict[str, float] = {}
+    runs: dict[str, list[float]] = {}
     ratios: list[tuple[str, str, float]] = []
 
     def count_partition(it):
@@ -63,40 +66,43 @@ def main() -> None:
         n = sum(b.num_rows for b in batches)
         yield pa.RecordBatch.from_pydict({"n": [n]})
 
+    def feed(fn, tf_args, data, warm, rows, name, run=TFCluster.run):
+        return lambda: common.epoch_rate(sc, run, fn, tf_args, data, warm, rows, name)
+
     count = {"batch_size": 256, "column": "_0"}
     for kind in args.kinds.split(","):
         if not parts & {"rdd", "tfos", "dataset"}:
             break
         rdd = common.rows_rdd(sc, args.rows, args.partitions, kind)
         warm = common.rows_rdd(sc, 20_000, args.partitions, kind)
-        ceiling, feed = f"(c) Spark foreachPartition, {kind}", f"(a) sparktf RDD feed, {kind}"
+        ceiling, ours = f"(c) Spark foreachPartition, {kind}", f"(a) sparktf RDD feed, {kind}"
         floor = f"(f) transport floor (c + gather + 2 sockets), {kind}"
         tfos = f"(d) TensorFlowOnSpark 2.2.5, {kind}"
+        graph = "(a2) sparktf dataset(), graph-mode loop, numpy float32"
         target = 0.4 if kind == "list of ints" else 0.75
-        if "rdd" in parts:
-            rates[ceiling] = common.median_rate(ceiling, args.rows,
-                                                lambda: rdd.foreachPartition(count_partition),
-                                                args.repeat)
-            with common.Sinks(2) as sinks:
+        variants: dict = {}
+        with common.Sinks(2) as sinks:
+            if "rdd" in parts:
                 send = common.transport_floor(sinks.ports)
-                rates[floor] = common.median_rate(floor, args.rows,
-                                                  lambda: rdd.foreachPartition(send), args.repeat)
-            rates[feed] = common.epoch_rates(sc, TFCluster.run, consumers.sparktf_count, count,
-                                             rdd, warm, args.rows, args.repeat, feed)
-            ratios += [(feed, ceiling, target), (floor, ceiling, 0), (feed, floor, 0)]
-        if "dataset" in parts and kind == "numpy float32":
-            name = "(a2) sparktf dataset(), graph-mode loop, numpy float32"
-            rates[name] = common.epoch_rates(sc, TFCluster.run, consumers.sparktf_count_graph,
-                                             {"batch_size": 256}, rdd, warm, args.rows,
-                                             args.repeat, name)
-            ratios.append((name, feed, 0.8))
+                variants[ceiling] = lambda: common.timed_rate(
+                    ceiling, args.rows, lambda: rdd.foreachPartition(count_partition))
+                variants[floor] = lambda: common.timed_rate(
+                    floor, args.rows, lambda: rdd.foreachPartition(send))
+                variants[ours] = feed(consumers.sparktf_count, count, rdd, warm, args.rows, ours)
+                ratios += [(ours, ceiling, target), (floor, ceiling, 0), (ours, floor, 0)]
+            if "dataset" in parts and kind == "numpy float32":
+                variants[graph] = feed(consumers.sparktf_count_graph, {"batch_size": 256}, rdd,
+                                       warm, args.rows, graph)
+                ratios.append((graph, ours, 0.8))
+            if tfos_path:
+                from tensorflowonspark import TFCluster as TFoS
+                small = common.rows_rdd(sc, args.tfos_rows, args.partitions, kind)
+                variants[tfos] = feed(consumers.tfos_count, argparse.Namespace(batch_size=256),
+                                      small, warm, args.tfos_rows, tfos, run=TFoS.run)
+                ratios += [(ours, tfos, 20), (ceiling, tfos, 0)]
+            runs.update(common.take_turns(variants, args.repeat,
+                                          warm=[v for v in (ceiling, floor) if v in variants]))
         if tfos_path:
-            from tensorflowonspark import TFCluster as TFoS
-            small = common.rows_rdd(sc, args.tfos_rows, args.partitions, kind)
-            rates[tfos] = common.epoch_rates(sc, TFoS.run, consumers.tfos_count,
-                                             argparse.Namespace(batch_size=256), small, warm,
-                                             args.tfos_rows, args.repeat, tfos)
-            ratios += [(feed, tfos, 20), (ceiling, tfos, 0)]
             small.unpersist()
         rdd.unpersist()
         warm.unpersist()
@@ -107,25 +113,25 @@ def main() -> None:
             df = common.image_df(spark, args.rows, args.partitions, kind)
             warm = common.image_df(spark, 20_000, args.partitions, kind)
             ceiling = f"(e) Spark mapInArrow ceiling, {kind}"
-            feed = f"(b) sparktf DataFrame feed, {kind}"
+            ours = f"(b) sparktf DataFrame feed, {kind}"
             floor = f"(g) Arrow transport floor (e + IPC to 2 sockets), {kind}"
-            rates[ceiling] = common.median_rate(
-                ceiling, args.rows, lambda: df.mapInArrow(count_batches, "n long").collect(),
-                args.repeat)
             with common.Sinks(2) as sinks:
                 send = common.arrow_transport_floor(sinks.ports)
-                rates[floor] = common.median_rate(
-                    floor, args.rows, lambda: df.mapInArrow(send, "n long").collect(),
-                    args.repeat)
-            rates[feed] = common.epoch_rates(sc, TFCluster.run, consumers.sparktf_count,
-                                             {"batch_size": 256, "column": "image"}, df, warm,
-                                             args.rows, args.repeat, feed)
-            ratios += [(feed, ceiling, 0.9), (floor, ceiling, 0), (feed, floor, 0),
-                       (feed, f"(a) sparktf RDD feed, {rdd_kind}", 1.0)]
+                runs.update(common.take_turns({
+                    ceiling: lambda: common.timed_rate(
+                        ceiling, args.rows,
+                        lambda: df.mapInArrow(count_batches, "n long").collect()),
+                    floor: lambda: common.timed_rate(
+                        floor, args.rows, lambda: df.mapInArrow(send, "n long").collect()),
+                    ours: feed(consumers.sparktf_count, {"batch_size": 256, "column": "image"},
+                               df, warm, args.rows, ours),
+                }, args.repeat, warm=(ceiling, floor)))
+            ratios += [(ours, ceiling, 0.9), (floor, ceiling, 0), (ours, floor, 0),
+                       (ours, f"(a) sparktf RDD feed, {rdd_kind}", 1.0)]
             df.unpersist()
             warm.unpersist()
 
-    common.report_rates("Training feed throughput", rates, ratios)
+    common.report_rounds("Training feed throughput", runs, ratios)
     sc.stop()
 
 
