@@ -52,6 +52,11 @@ MAX_HEADER = 1 << 20
 MAX_FIRST_HEADER = 16 << 10
 #: Default largest payload (one Arrow record batch, one result batch).
 DEFAULT_MAX_PAYLOAD = 512 << 20
+#: Payload buffers smaller than this are joined before they are written; larger ones are
+#: written as they are (:func:`_write_parts`).
+_JOIN_BELOW = 64 << 10
+#: Buffers per ``sendmsg`` call, at most (Linux's IOV_MAX is 1024).
+_MAX_IOV = 512
 
 
 #: Seconds a peer has, in all, for the handshake and its first frame.
@@ -198,27 +203,30 @@ class Channel:
         return cls(sock, _session_key(secret, *nonces), is_server=is_server, **kw)
 
     # -- frames ----------------------------------------------------------
-    def _mac(self, direction: bytes, seq: int, prefix: bytes, header: bytes, payload) -> bytes:
+    def _mac(self, direction: bytes, seq: int, prefix: bytes, header: bytes,
+             payload: list[memoryview]) -> bytes:
+        """The frame's tag; ``payload`` in parts, authenticated as one run of bytes."""
         mac = Cipher(self._aes, modes.GCM(_NONCE.pack(direction, seq))).encryptor()
         mac.authenticate_additional_data(prefix)
         mac.authenticate_additional_data(header)
-        if len(payload):
-            # as unsigned bytes: a pyarrow buffer's memoryview is of format "b"
-            mac.authenticate_additional_data(memoryview(payload).cast("B"))
+        for part in payload:
+            mac.authenticate_additional_data(part)
         mac.finalize()
         return mac.tag
 
-    def send(self, header: dict, payload: bytes | memoryview = b"") -> None:
-        """Send one frame: a JSON-serialisable dict and optional raw bytes."""
+    def send(self, header: dict, payload: Any = b"") -> None:
+        """Send one frame: a JSON-serialisable dict and optional raw bytes.
+
+        ``payload`` is one buffer or a list of buffers that make it up in order
+        (e.g. an Arrow record batch's IPC pieces, :func:`sparktf.feed.arrowconv.to_ipc_parts`),
+        written as they are rather than joined into one copy first.
+        """
+        parts = _byte_views(payload)
         body = json.dumps(header, separators=(",", ":")).encode()
-        prefix = _PREFIX.pack(len(body), len(payload))
-        mac = self._mac(self._out_dir, self._send_seq, prefix, body, payload)
+        prefix = _PREFIX.pack(len(body), sum(len(p) for p in parts))
+        mac = self._mac(self._out_dir, self._send_seq, prefix, body, parts)
         self._send_seq += 1
-        if len(payload) < 65536:
-            self.sock.sendall(prefix + mac + body + bytes(payload))
-        else:
-            self.sock.sendall(prefix + mac + body)
-            self.sock.sendall(payload)
+        _write_parts(self.sock, [memoryview(prefix + mac + body), *parts])
 
     def recv(self) -> tuple[dict, bytearray]:
         """Receive one frame; raise :class:`ProtocolError` if it is not authentic.
@@ -238,7 +246,7 @@ class Channel:
         mac = bytes(_recv_exact(self.sock, MAC_BYTES))
         body = _recv_exact(self.sock, hlen)
         payload = _recv_exact(self.sock, plen) if plen else bytearray()
-        want = self._mac(self._in_dir, self._recv_seq, prefix, body, payload)
+        want = self._mac(self._in_dir, self._recv_seq, prefix, body, _byte_views(payload))
         if not hmac.compare_digest(mac, want):
             raise ProtocolError(f"frame from {self.peer} failed authentication "
                                 "(wrong secret, corrupted or replayed frame)")
@@ -262,6 +270,42 @@ class Channel:
             self.sock.close()
         except OSError:
             pass
+
+
+def _byte_views(payload: Any) -> list[memoryview]:
+    """The non-empty buffers of ``payload`` (one buffer or a list of them) as views of
+    unsigned bytes (a pyarrow buffer's memoryview is of format "b")."""
+    buffers = payload if isinstance(payload, (list, tuple)) else [payload]
+    return [memoryview(b).cast("B") for b in buffers if len(b)]
+
+
+def _write_parts(sock: Any, parts: list[memoryview]) -> None:
+    """Write ``parts`` in order: runs of small ones joined, large ones as they are, with
+    ``sendmsg`` (gathering them without a copy) on a plain socket, or one ``sendall``
+    each through :class:`sparktf.tls.TLSSocket`.  Like ``sendall``, returns once all
+    is written."""
+    views: list[memoryview] = []
+    small = bytearray()
+    for part in parts:
+        if len(part) < _JOIN_BELOW:
+            small += part
+            continue
+        if small:
+            views.append(memoryview(small))
+            small = bytearray()
+        views.append(part)
+    if small:
+        views.append(memoryview(small))
+    if not isinstance(sock, socket.socket):
+        for view in views:
+            sock.sendall(view)
+        return
+    while views:
+        sent = sock.sendmsg(views[:_MAX_IOV])
+        while views and sent >= len(views[0]):
+            sent -= len(views.pop(0))
+        if sent:
+            views[0] = views[0][sent:]
 
 
 def _read_hello(sock: socket.socket) -> bytes:

@@ -408,6 +408,35 @@ def to_ipc(batch: pa.RecordBatch) -> pa.Buffer:
     return sink.getvalue()
 
 
+class _Pieces:
+    """A file-like sink keeping what pyarrow writes to it: bytes for the IPC metadata,
+    and the batch's own column buffers (``pa.Buffer``, no copy) for its body."""
+
+    def __init__(self) -> None:
+        self.pieces: list = []
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        self.pieces.append(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def to_ipc_parts(batch: pa.RecordBatch) -> list:
+    """:func:`to_ipc`'s bytes as the pieces that make them up, the column buffers among them
+    not copied (for :meth:`sparktf.wire.Channel.send`, which writes them in order): a
+    4 MB float32 chunk's copy into one buffer was about a tenth of a feeding task's work."""
+    sink = _Pieces()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.pieces
+
+
 def from_ipc(data: bytes | bytearray | memoryview) -> pa.RecordBatch:
     """The single record batch of an Arrow IPC stream written by :func:`to_ipc`, with the
     columns sent narrowed widened back (see :class:`RowEncoder`)."""

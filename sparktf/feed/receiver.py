@@ -366,8 +366,8 @@ class FeedServer:
                 if pending.error:
                     chan.send({"type": "error", "error": pending.error})
                     return
-                result = arrowconv.to_ipc(arrowconv.concat(pending.results))
-                chan.send({"type": "results", "rows": pending.rows}, memoryview(result))
+                result = arrowconv.to_ipc_parts(arrowconv.concat(pending.results))
+                chan.send({"type": "results", "rows": pending.rows}, result)
         except (ProtocolError, ValueError, KeyError, socket.timeout, pa.ArrowException,
                 FeedError) as e:
             logger.warning("feed connection from %s dropped: %s", peer, deadline.explain(e))

@@ -82,7 +82,7 @@ class NodeLink:
         """Send one batch; a node that has terminated meanwhile is marked, not an error."""
         try:
             self.chan.send({"type": "batch", "rows": batch.num_rows},
-                           memoryview(arrowconv.to_ipc(batch)))
+                           arrowconv.to_ipc_parts(batch))
         except socket.timeout:
             raise self._timeout(partition) from None
         except OSError as e:

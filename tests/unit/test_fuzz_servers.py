@@ -175,7 +175,8 @@ class Peer:
         prefix = struct.pack("!II", len(body), len(payload))
         if seq is None:
             seq, self.seq = self.seq, self.seq + 1
-        data = prefix + self.chan._mac(b"C", seq, prefix, body, payload) + body + payload
+        mac = self.chan._mac(b"C", seq, prefix, body, wire._byte_views(payload))
+        data = prefix + mac + body + payload
         self.sent.append(data)
         return data
 

@@ -107,6 +107,18 @@ def test_frames_cross_encrypted_and_authenticated():
     server.close()
 
 
+def test_a_payload_in_parts_crosses_tls_whole():
+    client, server, _ = pair(IDENTITY.client(), IDENTITY.server())
+    parts = [PATTERN, pa.py_buffer(PATTERN * 3000), b"", PATTERN * 2]
+    t = threading.Thread(target=client.send, args=({"type": "batch"}, parts), daemon=True)
+    t.start()
+    assert server.recv() == ({"type": "batch"}, bytearray(PATTERN * 3003))
+    t.join(10)
+    assert not t.is_alive()
+    client.close()
+    server.close()
+
+
 def test_the_tap_sees_the_pattern_without_tls():
     """The check above can fail: over a clear channel the same tap finds the pattern."""
     client, server, tapped = pair(None, None, tap=True)

@@ -2,9 +2,11 @@ import socket
 import struct
 import threading
 
+import pyarrow as pa
 import pytest
 
 from sparktf.errors import ProtocolError
+from sparktf import wire
 from sparktf.wire import MAX_NESTING, Channel, new_secret, parse_header
 
 
@@ -129,3 +131,28 @@ def test_header_nesting_is_bounded_the_same_in_every_thread(body, ok):
         return deep(n - 1) if n else parse()
 
     assert parse() is ok and deep(500) is ok
+
+
+BIG = bytes(range(256)) * 1024  # 256 KB: written as it is, not joined
+
+
+@pytest.mark.parametrize("parts", [
+    [b"", b"a", b""],
+    [b"ab", BIG, b"c", b"d", BIG[:70_000], b"e"],
+    [pa.py_buffer(BIG), memoryview(BIG)[3:], bytearray(b"xyz")],  # a pyarrow buffer is "b"
+    [BIG] * 3,  # more buffers than one sendmsg call takes (see the monkeypatch)
+], ids=["empty parts", "small and large", "buffer kinds", "many large"])
+def test_a_payload_sent_in_parts_arrives_as_the_parts_joined(parts, monkeypatch):
+    monkeypatch.setattr(wire, "_MAX_IOV", 2)
+    s = new_secret()
+    c, srv = pair(s, s)
+    c.send({"type": "hello"})
+    srv.recv()
+    c.sock.settimeout(10)  # as the feed's sockets: sendmsg may then write part of its data
+    t = threading.Thread(target=c.send, args=({"type": "batch"}, parts), daemon=True)
+    t.start()  # larger than the socket's buffer: written in several sendmsg calls
+    header, payload = srv.recv()
+    t.join(10)
+    assert not t.is_alive()
+    assert header == {"type": "batch"}
+    assert payload == b"".join(bytes(memoryview(p)) for p in parts)
