@@ -67,8 +67,10 @@ def _signature(value: Any) -> tuple:
 
 #: ``array`` type codes for lists whose first value is a Python int or float.
 _LIST_CODES = {int: ("q", np.int64), float: ("d", np.float64)}
-#: Field metadata of a column sent narrowed: the numpy dtype its values had.
+#: Field metadata of a column sent narrowed (uint8): the dtype its values had, the only
+#: one narrowed.
 WIRE_DTYPE = b"sparktf.widen"
+_WIDENED = b"int64"
 
 
 def _number_lists(values: list, narrow: bool = False) -> np.ndarray | None:
@@ -272,7 +274,7 @@ class RowEncoder:
                 raise FeedError(f"bad input in partition {self.partition}, rows {first_index}-"
                                 f"{first_index + rows - 1}: field {name!r}: {e}") from e
             if sig[0] == "seq" and getattr(values, "dtype", None) == np.uint8:  # narrowed
-                field = field.with_metadata({**field.metadata, WIRE_DTYPE: b"int64"})
+                field = field.with_metadata({**field.metadata, WIRE_DTYPE: _WIDENED})
             arrays.append(arr)
             fields.append(field)
         schema = pa.schema(fields, metadata={"sparktf.kind": self.kind})
@@ -400,11 +402,15 @@ def decode_rows(batch: pa.RecordBatch) -> list[Any]:
     return [dict(zip(names, vals)) for vals in zip(*cols)]
 
 
+def _write_ipc(sink: Any, batch: pa.RecordBatch) -> None:
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+
+
 def to_ipc(batch: pa.RecordBatch) -> pa.Buffer:
     """Serialise one record batch (with its schema) as an Arrow IPC stream."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
+    _write_ipc(sink, batch)
     return sink.getvalue()
 
 
@@ -432,8 +438,7 @@ def to_ipc_parts(batch: pa.RecordBatch) -> list:
     not copied (for :meth:`sparktf.wire.Channel.send`, which writes them in order): a
     4 MB float32 chunk's copy into one buffer was about a tenth of a feeding task's work."""
     sink = _Pieces()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
+    _write_ipc(sink, batch)
     return sink.pieces
 
 
@@ -454,7 +459,7 @@ def _widened(batch: pa.RecordBatch) -> pa.RecordBatch:
         meta = dict(field.metadata or {})
         dtype = meta.pop(WIRE_DTYPE, None)
         if dtype is not None:
-            if dtype != b"int64" or not (pa.types.is_fixed_size_list(col.type)
+            if dtype != _WIDENED or not (pa.types.is_fixed_size_list(col.type)
                                          and col.type.value_type == pa.uint8()):
                 raise ValueError(f"column {field.name!r} of type {col.type} cannot be widened "
                                  f"to {dtype!r}")

@@ -66,37 +66,38 @@ def fit_dataset(args, ctx):
                               "weights": [w.tolist() for w in model.get_weights()]})
 
 
-def infer_double(args, ctx):
-    """Inference: one result (2 * id) per row."""
+def _answer_batches(ctx, size, results_of):
+    """Inference: read batches of ``size`` rows until the feed ends, answering each with
+    ``results_of(batch)``."""
     feed = ctx.get_data_feed(train_mode=False)
     while not feed.should_stop():
-        batch = feed.next_batch(7)
+        batch = feed.next_batch(size)
         if not batch:
             break
-        feed.batch_results([2 * int(r[1]) for r in batch])
+        feed.batch_results(results_of(batch))
+
+
+def infer_double(args, ctx):
+    """Inference: one result (2 * id) per row."""
+    _answer_batches(ctx, 7, lambda batch: [2 * int(r[1]) for r in batch])
 
 
 def infer_pixels(args, ctx):
     """Inference: each row's pixels' dtype, sum and last value, as text."""
-    feed = ctx.get_data_feed(train_mode=False)
-    while not feed.should_stop():
-        batch = feed.next_batch(16)
-        if not batch:
-            break
-        feed.batch_results([f"{r[0].dtype} {int(r[0].sum())} {int(r[0][-1])}" for r in batch])
+    _answer_batches(ctx, 16, lambda batch: [f"{r[0].dtype} {int(r[0].sum())} {int(r[0][-1])}"
+                                            for r in batch])
 
 
 def infer_frame(args, ctx):
     """Inference on DataFrame rows (dicts): two result columns, 2 * id and [id, 1.0]."""
     import pyarrow as pa
-    feed = ctx.get_data_feed(train_mode=False)
-    while not feed.should_stop():
-        batch = feed.next_batch(64)
-        if not batch:
-            break
+
+    def results_of(batch):
         ids = [int(r["id"]) for r in batch]
-        feed.batch_results(pa.RecordBatch.from_pydict(
-            {"twice": [2 * i for i in ids], "vec": [[float(i), 1.0] for i in ids]}))
+        return pa.RecordBatch.from_pydict(
+            {"twice": [2 * i for i in ids], "vec": [[float(i), 1.0] for i in ids]})
+
+    _answer_batches(ctx, 64, results_of)
 
 
 def infer_short(args, ctx):
