@@ -1,6 +1,8 @@
 """Training-feed throughput: sparktf (RDD, DataFrame) vs Spark's ceilings vs TensorFlowOnSpark.
 
     .venv/bin/python benchmarks/feed_throughput.py [--rows 200000] [--repeat 3] [--skip-tfos]
+    .venv/bin/python benchmarks/feed_throughput.py --only df --df-rows 1000000 \
+        --df-kinds "binary 784 bytes"     # DataFrame per-row costs, past Spark's job overhead
 
 For every row kind TFoS users feed (numpy float32 and uint8 images, Python
 lists of ints; 784 values + an int label) it measures, on the same cached RDD,
@@ -38,6 +40,11 @@ def _extra(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", default="", help="comma-separated parts: rdd,df,dataset,tfos")
     p.add_argument("--kinds", default=",".join(common.ROW_KINDS),
                    help="comma-separated RDD row kinds")
+    p.add_argument("--df-kinds", default=",".join(common.DF_KINDS),
+                   help="comma-separated DataFrame image kinds")
+    p.add_argument("--df-rows", type=int, default=0,
+                   help="rows of the DataFrames (default: --rows); with more rows the "
+                        "per-row costs outweigh Spark's fixed cost of each job")
 
 
 def main() -> None:
@@ -109,8 +116,11 @@ def main() -> None:
 
     if "df" in parts:
         spark = SparkSession(sc)
+        rows = args.df_rows or args.rows
         for kind, rdd_kind in zip(common.DF_KINDS, ("numpy float32", "numpy uint8")):
-            df = common.image_df(spark, args.rows, args.partitions, kind)
+            if kind not in args.df_kinds.split(","):
+                continue
+            df = common.image_df(spark, rows, args.partitions, kind)
             warm = common.image_df(spark, 20_000, args.partitions, kind)
             ceiling = f"(e) Spark mapInArrow ceiling, {kind}"
             ours = f"(b) sparktf DataFrame feed, {kind}"
@@ -119,12 +129,12 @@ def main() -> None:
                 send = common.arrow_transport_floor(sinks.ports)
                 runs.update(common.take_turns({
                     ceiling: lambda: common.timed_rate(
-                        ceiling, args.rows,
+                        ceiling, rows,
                         lambda: df.mapInArrow(count_batches, "n long").collect()),
                     floor: lambda: common.timed_rate(
-                        floor, args.rows, lambda: df.mapInArrow(send, "n long").collect()),
+                        floor, rows, lambda: df.mapInArrow(send, "n long").collect()),
                     ours: feed(consumers.sparktf_count, {"batch_size": 256, "column": "image"},
-                               df, warm, args.rows, ours),
+                               df, warm, rows, ours),
                 }, args.repeat, warm=(ceiling, floor)))
             ratios += [(ours, ceiling, 0.9), (floor, ceiling, 0), (ours, floor, 0),
                        (ours, f"(a) sparktf RDD feed, {rdd_kind}", 1.0)]
