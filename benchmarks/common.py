@@ -163,31 +163,31 @@ def report(title: str, rows: int, results: dict[str, float], ratios: list[tuple[
 
 
 def epoch_rate(sc, run, map_fun, tf_args, data, warmup, rows: int, name: str,
-               num_nodes: int = 2) -> float:
-    """Rows/s of one ``train()`` epoch of a fresh cluster.
+               num_nodes: int = 2, epochs: int = 1, **train_kw) -> float:
+    """Rows/s of ``train(data, num_epochs=epochs, **train_kw)`` on a fresh cluster.
 
     The cluster first takes a warm-up epoch (larger than the nodes' buffers,
     with a partition for every executor) so that the consumers have started
     (imported TensorFlow) and every Python worker has fed before the measured
-    epoch; cluster start and shutdown are not timed.
+    epochs; cluster start and shutdown are not timed.
     """
     cluster = run(sc, map_fun, tf_args, num_nodes, 0, input_mode=1)
     try:
         cluster.train(warmup, num_epochs=1)
         t0 = time.perf_counter()
-        cluster.train(data, num_epochs=1)
+        cluster.train(data, num_epochs=epochs, **train_kw)
         secs = time.perf_counter() - t0
     finally:
         cluster.shutdown()
-    print(f"  {name}: {secs:.2f} s ({rows / secs:,.0f} rows/s)", flush=True)
-    return rows / secs
+    print(f"  {name}: {secs:.2f} s ({epochs * rows / secs:,.0f} rows/s)", flush=True)
+    return epochs * rows / secs
 
 
 def epoch_rates(sc, run, map_fun, tf_args, data, warmup, rows: int, repeat: int, name: str,
-                num_nodes: int = 2) -> float:
+                num_nodes: int = 2, **kw) -> float:
     """Median rows/s of :func:`epoch_rate` over ``repeat`` clusters."""
     return statistics.median(epoch_rate(sc, run, map_fun, tf_args, data, warmup, rows, name,
-                                        num_nodes) for _ in range(repeat))
+                                        num_nodes, **kw) for _ in range(repeat))
 
 
 def timed_rate(name: str, rows: int, fn) -> float:

@@ -2,13 +2,16 @@
 
     .venv/bin/python benchmarks/feed_scale.py [--rows 100000] [--nodes 2,4,8] [--repeat 1]
 
-Every chunk of every partition is split across all training nodes (that keeps
-the epoch agreement exact), so each feeding task opens one connection per node
-and a chunk of R rows becomes R/N rows per message.  For each N this starts
-local-cluster[N,1,1536] (N one-core executors, oversubscribed on a small
-machine: read the trend, not the level), feeds the same cached RDD of
-(float32[784], label) rows and the same DataFrame (``--partitions`` partitions)
-to N nodes that count rows, and prints rows/s and the ratio to the first N.
+With ``split="all"`` every chunk of every partition is split across all training
+nodes, so each feeding task opens one connection per node and a chunk of R rows
+becomes R/N rows per message; with ``split="segments"`` (from an epoch's second
+feed on) each partition goes to the node(s) holding its share of the epoch, in
+whole chunks.  For each N this starts local-cluster[N,1,1536] (N one-core
+executors, oversubscribed on a small machine: read the trend, not the level),
+feeds the same cached RDD of (float32[784], label) rows and the same DataFrame
+(``--partitions`` partitions) to N nodes that count rows, ``--epochs`` epochs in
+one ``train()`` per split, and prints rows/s, the ratio to the first N and the
+ratio of the two splits.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import consumers
 def _extra(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nodes", default="2,4,8", help="comma-separated node counts")
     p.add_argument("--skip-df", action="store_true", help="feed only the RDD")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per train() call")
+    p.add_argument("--splits", default="all,segments", help="train(split=...) values")
 
 
 def main() -> None:
@@ -36,24 +41,26 @@ def main() -> None:
     rates: dict[str, float] = {}
     ratios = []
     counts = [int(n) for n in args.nodes.split(",")]
+    splits = args.splits.split(",")
     for n in counts:
         sc = common.spark_context(master=f"local-cluster[{n},1,1536]")
-        rdd = common.mnist_like_rdd(sc, args.rows, args.partitions)
-        warm = common.mnist_like_rdd(sc, 4_000 * n, n)
-        name = f"RDD feed, {n} nodes"
-        rates[name] = common.epoch_rates(sc, TFCluster.run, consumers.sparktf_count,
-                                         {"batch_size": 256, "column": "_0"}, rdd, warm,
-                                         args.rows, args.repeat, name, num_nodes=n)
-        dname = f"DataFrame feed, {n} nodes"
+        data = {"RDD": (common.mnist_like_rdd(sc, args.rows, args.partitions),
+                        common.mnist_like_rdd(sc, 4_000 * n, n), "_0")}
         if not args.skip_df:
-            df = common.image_df(SparkSession(sc), args.rows, args.partitions)
-            dwarm = common.image_df(SparkSession(sc), 4_000 * n, n)
-            rates[dname] = common.epoch_rates(sc, TFCluster.run, consumers.sparktf_count,
-                                              {"batch_size": 256, "column": "image"}, df, dwarm,
-                                              args.rows, args.repeat, dname, num_nodes=n)
-        if n != counts[0]:
-            ratios += [(name, f"RDD feed, {counts[0]} nodes", 0.0),
-                       (dname, f"DataFrame feed, {counts[0]} nodes", 0.0)]
+            data["DataFrame"] = (common.image_df(SparkSession(sc), args.rows, args.partitions),
+                                 common.image_df(SparkSession(sc), 4_000 * n, n), "image")
+        for kind, (rows, warm, column) in data.items():
+            for split in splits:
+                name = f"{kind} feed, split={split}, {n} nodes"
+                rates[name] = common.epoch_rates(
+                    sc, TFCluster.run, consumers.sparktf_count,
+                    {"batch_size": 256, "column": column}, rows, warm, args.rows, args.repeat,
+                    name, num_nodes=n, epochs=args.epochs, split=split)
+                if n != counts[0]:
+                    ratios.append((name, f"{kind} feed, split={split}, {counts[0]} nodes", 0.0))
+            if len(splits) == 2:
+                ratios.append((f"{kind} feed, split={splits[1]}, {n} nodes",
+                               f"{kind} feed, split={splits[0]}, {n} nodes", 0.0))
         sc.stop()
     common.report_rates("Feed rows/s by number of nodes", rates, ratios)
 

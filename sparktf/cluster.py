@@ -34,6 +34,7 @@ from .driver.feeding import Feeder, is_dataframe
 from .driver.state import NodeState
 from .driver.streaming import StreamControl, is_stream
 from .feed import cache as cachemod
+from .feed import routing
 from .errors import ConfigError, ShutdownTimeout, SparkTFError
 from .protocol import InputMode
 from .wire import new_secret
@@ -134,7 +135,7 @@ class TFCluster:
 
     def train(self, dataRDD: Any, num_epochs: int = 1, feed_timeout: float = 600,  # noqa: N803
               qname: str = "input", *, checkpoint_location: str | None = None,
-              trigger: dict | None = None, cache: bool = False) -> Any:
+              trigger: dict | None = None, cache: bool = False, split: str = "auto") -> Any:
         """Feed an RDD or a DataFrame to the training nodes ``num_epochs`` times.
 
         Each row reaches exactly one node once per epoch; nodes end each epoch
@@ -155,10 +156,24 @@ class TFCluster:
         spill file) and replay epochs 2..N themselves,
         shuffled within each node, with the same epoch agreement
         (:mod:`sparktf.feed.cache`).
+
+        ``split``: how an epoch's rows are shared among the training nodes.
+        ``"all"``: every chunk of every partition is cut into one slice per node
+        (each feeding task talks to every node). ``"segments"``: from the second
+        epoch on, when the first has given every partition's size, the rows are
+        laid end to end and cut into one segment per node, so a partition goes
+        whole to one node (or two, where a segment ends inside it) in whole
+        chunks; the data must then be the same every epoch (a cached RDD or
+        DataFrame), else the feed fails naming the partition. ``"auto"`` (the
+        default): segments with more than 8 training nodes, where the all-nodes
+        split's many small messages start to cost (README, *Scale*).  Either way
+        nodes end an epoch with row counts that let them all take the same steps.
         """
         self._check_feed("train", qname)
         if isinstance(num_epochs, bool) or not isinstance(num_epochs, int) or num_epochs < 1:
             raise ConfigError(f"num_epochs must be an integer >= 1, got {num_epochs!r}")
+        if split not in routing.SPLITS:
+            raise ConfigError(f"train(split={split!r}): give one of {', '.join(routing.SPLITS)}")
         if is_stream(dataRDD):  # streaming hook
             if cache:
                 raise ConfigError("train(cache=True) needs a batch RDD or DataFrame, not a "
@@ -166,6 +181,7 @@ class TFCluster:
             return self._streams.train(dataRDD, num_epochs, feed_timeout, checkpoint_location,
                                        trigger)
         cached = None  # cache=True: (fed epoch, its counts) that the nodes hold
+        sizes = None  # rows per partition of the last fed epoch, for split="segments"
         if cache:
             bound = self.config.env.get("SPARKTF_CACHE_MEMORY_MB", "(spark.executorEnv)")
             logger.info("sparktf train: Spark feeds epoch 1; nodes keep its rows (up to %s MiB "
@@ -179,7 +195,9 @@ class TFCluster:
                         source = self._feeder.epochs_fed
                         counts = self._feeder.train_epoch(
                             self._attempt, dataRDD, description, feed_timeout,
-                            cache=cache and epoch < num_epochs - 1)
+                            cache=cache and epoch < num_epochs - 1, split=split,
+                            sizes=sizes)
+                        sizes = self._feeder.partition_sizes
                         if cache and counts and sum(counts.values()):
                             cached = (source, counts)
                     else:

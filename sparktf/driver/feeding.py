@@ -20,7 +20,7 @@ from pyspark.core.rdd import PipelinedRDD
 
 from .. import errors, protocol
 from ..errors import FeedError, FeedTimeout, SparkTFError
-from ..feed import arrowconv, sender
+from ..feed import arrowconv, routing, sender
 from .sparkjobs import Spark
 from .attempt import Attempt
 from .state import LOST_GRACE, NodeState
@@ -79,6 +79,9 @@ class Feeder:
     def __init__(self, spark: Spark) -> None:
         self.spark = spark
         self.epochs_fed = 0
+        #: Rows of each partition in the last fed epoch (None if a node terminated in it, so
+        #: that some rows were not delivered): what ``split`` plans the next epoch from.
+        self.partition_sizes: list[int] | None = None
         self._jobs = 0
 
     def new_group(self, attempt: Attempt) -> str:
@@ -104,26 +107,39 @@ class Feeder:
 
     def train_epoch(self, attempt: Attempt, data: Any, description: str,
                     feed_timeout: float, batch_id: int | None = None,
-                    cache: bool = False) -> dict[int, int] | None:
+                    cache: bool = False, split: str = "all",
+                    sizes: list[int] | None = None) -> dict[int, int] | None:
         """Feed ``data`` once; return rows per node, or None if every node terminated.
 
         ``batch_id``: the streaming micro-batch this epoch is (``DataFeed.batch_id``).
         ``cache``: the nodes keep the rows to replay them (:meth:`replay_epoch`).
+        ``split`` and ``sizes`` (the partition sizes of an earlier epoch of the same
+        data): whether the epoch is routed by segments (:mod:`sparktf.feed.routing`).
         """
         nodes = attempt.data_nodes()
         if not nodes:
             return None
         arrow = is_dataframe(data)
         data, partitions = self.spark.partitions(data)
+        plan = None
+        if routing.use_segments(split, len(nodes), sizes is not None and len(sizes) == partitions):
+            plan = routing.segments(sizes, len(nodes))
+            logger.info("%s: each partition to the node(s) holding its share of the epoch's "
+                        "%d rows (split=%r, %d nodes)", description, sum(sizes), split,
+                        len(nodes))
         group = self.new_group(attempt)
         task = functools.partial(
             sender.feed_train, nodes=_feed_targets(attempt, nodes),
             secret=attempt.config.secret, epoch=self.epochs_fed, partitions=partitions,
-            feed_timeout=feed_timeout, arrow=arrow, batch=batch_id, cache=cache, job=group)
+            feed_timeout=feed_timeout, arrow=arrow, batch=batch_id, cache=cache, job=group,
+            plan=plan)
         started = time.monotonic()
-        counts = self.run_job(attempt, description, lambda: _train_job(data, task, arrow),
-                              group)
+        counts, part_sizes = self.run_job(
+            attempt, description, lambda: _train_job(data, task, arrow, partitions), group)
         elapsed = time.monotonic() - started
+        # Sizes count delivered rows: they are the partitions' only if no node terminated.
+        terminated = any(n.node in attempt.terminated for n in nodes)
+        self.partition_sizes = None if terminated else part_sizes
         attempt.send_nodes(nodes, protocol.EpochEnd(
             self.epochs_fed, {str(n.node): counts.get(n.node, 0) for n in nodes}))
         self.epochs_fed += 1
@@ -286,24 +302,31 @@ def _feed_targets(attempt: Attempt, nodes: list[NodeState]) -> list[dict]:
              "control": list(attempt.control.address), "tls": tls} for n in nodes]
 
 
-def _train_job(data: Any, task: Callable, arrow: bool) -> dict[int, int]:
-    """Run one epoch's feeding job; return the rows delivered per node."""
+def _train_job(data: Any, task: Callable, arrow: bool,
+               partitions: int) -> tuple[dict[int, int], list[int]]:
+    """Run one epoch's feeding job; return the rows delivered per node and per partition
+    (of at most ``partitions``)."""
+    per_task: list[tuple[int, dict[int, int]]]
     if arrow:
         def feed_batches(batches: Any) -> Any:
             import pyarrow as pa
             from pyspark import TaskContext
-            sent = task(TaskContext.get().partitionId(), batches)
-            yield pa.RecordBatch.from_pydict({"node": list(sent), "rows": list(sent.values())})
+            p = TaskContext.get().partitionId()
+            sent = task(p, batches)
+            yield pa.RecordBatch.from_pydict({"partition": [p] * len(sent), "node": list(sent),
+                                              "rows": list(sent.values())})
 
-        rows = data.mapInArrow(feed_batches, "node long, rows long").collect()
-        per_task = [{r["node"]: r["rows"]} for r in rows]
+        rows = data.mapInArrow(feed_batches, "partition long, node long, rows long").collect()
+        per_task = [(r["partition"], {r["node"]: r["rows"]}) for r in rows]
     else:
-        per_task = data.mapPartitionsWithIndex(lambda p, it: [task(p, it)]).collect()
+        per_task = data.mapPartitionsWithIndex(lambda p, it: [(p, task(p, it))]).collect()
     counts: dict[int, int] = {}
-    for sent in per_task:
+    sizes = [0] * partitions
+    for partition, sent in per_task:
         for node, rows in sent.items():
             counts[node] = counts.get(node, 0) + rows
-    return counts
+            sizes[partition] += rows
+    return counts, sizes
 
 
 class InferenceRDD(PipelinedRDD):

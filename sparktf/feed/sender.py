@@ -5,7 +5,10 @@ one per training node, whose sizes differ by at most one row (the node that
 gets the extra row rotates), so nodes end an epoch with nearly equal row
 counts however uneven the partitions are (see :mod:`sparktf.feed.datafeed`).
 The slices go out to all nodes before the task waits for their
-acknowledgements, so the nodes ingest in parallel.
+acknowledgements, so the nodes ingest in parallel.  Once an epoch has given
+the driver every partition's size, later epochs may be routed by segments
+instead (``train(..., split=...)``, :mod:`sparktf.feed.routing`): each row
+goes to the one node whose share of the epoch holds it, in whole chunks.
 
 Inference: partition ``p`` goes whole to node ``p mod k``; each chunk's reply
 carries its results, so results come back in input order.
@@ -29,7 +32,7 @@ from .. import tls as tlsmod
 from ..errors import FeedError, FeedTimeout
 from ..control import cluster_status, first_feed_failure, report_feed_failure
 from ..wire import connect
-from . import arrowconv
+from . import arrowconv, routing
 
 #: Rows per Arrow chunk read from an RDD partition, at most.
 CHUNK_ROWS = 4096
@@ -153,8 +156,9 @@ def chunks(data: Iterable[Any], partition: int, arrow: bool) -> Iterator[pa.Reco
 
 def feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: bytes,
                epoch: int, partitions: int, feed_timeout: float, arrow: bool,
-               batch: int | None = None, cache: bool = False, job: str = "") -> dict[int, int]:
-    """Feed one partition to all training nodes; return rows delivered per node.
+               batch: int | None = None, cache: bool = False, job: str = "",
+               plan: list[list[tuple[int, int, int]]] | None = None) -> dict[int, int]:
+    """Feed one partition to the training nodes; return rows delivered per node.
 
     ``batch`` is the streaming micro-batch id this epoch carries (None for a
     batch feed); the nodes read it as ``DataFeed.batch_id``.  ``cache``: the
@@ -164,6 +168,8 @@ def feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: b
     retry of the task fails at once: the nodes may hold part of the partition already,
     and each retry of a stalled feed would wait ``feed_timeout`` again (Spark tries a
     task 4 times by default: 40 minutes with the default ``feed_timeout=600``).
+    ``plan``: every partition's ``(node index, start, stop)`` row ranges
+    (:func:`sparktf.feed.routing.segments`); None: every chunk is split across all nodes.
     """
     retry = _task_attempt()
     if retry:
@@ -175,7 +181,13 @@ def feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: b
     hello = {"type": "hello", "mode": "train", "partition": partition, "epoch": epoch,
              "partitions": partitions, "batch": batch, "cache": cache}
     try:
-        return _feed_train(partition, data, nodes, secret, feed_timeout, arrow, hello)
+        if plan is None:
+            return _feed_train(partition, data, nodes, secret, feed_timeout, arrow, hello)
+        if partition >= len(plan):
+            raise FeedError(_changed(partition, "rows", f"no partition {partition} (it had "
+                                     f"{len(plan)})"))
+        return _feed_segments(partition, data, nodes, secret, feed_timeout, arrow, hello,
+                              plan[partition])
     except Exception as e:
         if job:
             _report(nodes[0], secret, _failure(job, partition, e))
@@ -234,6 +246,47 @@ def _feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: 
         for link in links:
             link.close()
     return {link.node: link.rows for link in links}
+
+
+def _feed_segments(partition: int, data: Iterable[Any], nodes: list[dict], secret: bytes,
+                   feed_timeout: float, arrow: bool, hello: dict,
+                   ranges: list[tuple[int, int, int]]) -> dict[int, int]:
+    """Feed one partition by its planned ``ranges``: each row to the node whose segment
+    holds it (usually one node for the whole partition), in whole chunks."""
+    planned = ranges[-1][2] if ranges else 0
+    links = {i: NodeLink(nodes[i], secret, hello, feed_timeout)
+             for i in dict.fromkeys(node for node, _, _ in ranges)}
+    try:
+        row = 0
+        unacked: list[tuple[NodeLink, int]] = []
+        for batch in chunks(data, partition, arrow):
+            if links and all(link.terminated for link in links.values()):
+                break  # rows the nodes will not take: as in the all-nodes split
+            if row + batch.num_rows > planned:
+                raise FeedError(_changed(partition, f"more than {planned} rows", f"{planned}"))
+            sent = []
+            for node, start, stop in routing.pieces(ranges, row, row + batch.num_rows):
+                link = links[node]
+                if not link.terminated:
+                    link.send(batch.slice(start - row, stop - start), partition)
+                    sent.append((link, stop - start))
+            row += batch.num_rows
+            _acknowledged(unacked, partition)
+            unacked = sent
+        _acknowledged(unacked, partition)
+        if row < planned and not all(link.terminated for link in links.values()):
+            raise FeedError(_changed(partition, f"{row} rows", f"{planned}"))
+    finally:
+        for link in links.values():
+            link.close()
+    return {link.node: link.rows for link in links.values()}
+
+
+def _changed(partition: int, now: str, before: str) -> str:
+    """Why a partition cannot follow its routing plan."""
+    return (f"partition {partition} has {now} this epoch, but the epoch this epoch's routing "
+            f"was planned from had {before}: the data changed between epochs (a "
+            "nondeterministic RDD or DataFrame?); cache it, or train(..., split='all')")
 
 
 def _acknowledged(sent: list[tuple[NodeLink, int]], partition: int) -> None:

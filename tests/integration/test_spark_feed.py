@@ -70,6 +70,59 @@ def test_dataframe_input(sc, tmp_path, no_leftovers):
     assert sum(r["rows"] for r in got) == 1000 and sum(r["ids"] for r in got) == 499500
 
 
+def epoch_counts(caplog, epochs):
+    """Rows per node of each fed epoch, from the driver's epoch summaries."""
+    out = {}
+    for r in caplog.records:
+        m = re.match(rf"sparktf train epoch (\d+)/{epochs}: \d+ rows in", r.getMessage())
+        if m:
+            out[int(m.group(1))] = [int(c) for c in re.findall(r"\w+:\d+ (\d+)", r.getMessage())]
+    return out
+
+
+def test_split_by_segments_balances_nodes_within_a_row(sc, tmp_path, no_leftovers, caplog):
+    from pyspark.sql import SparkSession
+    caplog.set_level("INFO", logger="sparktf")
+    rdd = uneven_rdd(sc).cache()
+    cluster = start(sc, feedfuns.count_rows, tmp_path, n=3)
+    with pytest.raises(ConfigError, match="split='some'"):
+        cluster.train(rdd, split="some")
+    cluster.train(rdd, num_epochs=3, split="segments")
+    counts = epoch_counts(caplog, 3)
+    segmented = [r for r in caplog.records if "holding its share" in r.getMessage()]
+    assert len(segmented) == 2, "epochs 2 and 3 are routed by segments"
+    for epoch in (2, 3):
+        assert len(counts[epoch]) == 3 and max(counts[epoch]) - min(counts[epoch]) <= 1
+    # A DataFrame (mapInArrow) too.
+    caplog.clear()
+    df = SparkSession(sc).createDataFrame([(float(i), i) for i in range(1000)],
+                                          "x double, id long").repartition(4).cache()
+    cluster.train(df, num_epochs=2, split="segments")
+    assert max(epoch_counts(caplog, 2)[2]) - min(epoch_counts(caplog, 2)[2]) <= 1
+    cluster.shutdown(timeout=60)
+    got = results(tmp_path, "count")
+    total = sum(SIZES)
+    assert sum(r["rows"] for r in got) == 3 * total + 2 * 1000
+    assert sum(r["ids"] for r in got) == 3 * (total * (total - 1) // 2) + 2 * 499500
+
+
+def test_split_by_segments_refuses_data_that_changed(sc, tmp_path, no_leftovers):
+    marks = str(tmp_path / "evaluations")
+    os.makedirs(marks)
+
+    def growing(p, _):  # one row more every time the partition is computed
+        n = len(os.listdir(marks))
+        open(os.path.join(marks, f"{p}-{n}-{time.time_ns()}"), "w").close()
+        return [(np.zeros(4, "float32"), i) for i in range(10 + n)]
+
+    data = sc.parallelize(range(1), 1).mapPartitionsWithIndex(growing)
+    cluster = start(sc, feedfuns.count_rows, tmp_path, n=2)
+    with pytest.raises(FeedError, match=r"partition 0 has more than 10 rows this epoch, but the "
+                                        r"epoch .* had 10: the data changed between epochs"):
+        cluster.train(data, num_epochs=2, split="segments")
+    cluster.shutdown(timeout=60)
+
+
 def test_mwms_fit_on_dataset_fast_path_with_uneven_partitions(sc, tmp_path, no_leftovers,
                                                               caplog):
     # Two fed epochs, then three cached ones (fed once, replayed by the nodes) in one fit.
