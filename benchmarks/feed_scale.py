@@ -49,12 +49,12 @@ def main() -> None:
         if not args.skip_df:
             data["DataFrame"] = (common.image_df(SparkSession(sc), args.rows, args.partitions),
                                  common.image_df(SparkSession(sc), 4_000 * n, n), "image")
-        for kind, (rows, warm, column) in data.items():
+        for kind, (source, warm, column) in data.items():
             for split in splits:
                 name = f"{kind} feed, split={split}, {n} nodes"
                 rates[name] = common.epoch_rates(
                     sc, TFCluster.run, consumers.sparktf_count,
-                    {"batch_size": 256, "column": column}, rows, warm, args.rows, args.repeat,
+                    {"batch_size": 256, "column": column}, source, warm, args.rows, args.repeat,
                     name, num_nodes=n, epochs=args.epochs, split=split)
                 if n != counts[0]:
                     ratios.append((name, f"{kind} feed, split={split}, {counts[0]} nodes", 0.0))
