@@ -186,8 +186,8 @@ def feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: b
         if partition >= len(plan):
             raise FeedError(_changed(partition, "rows", f"no partition {partition} (it had "
                                      f"{len(plan)})"))
-        return _feed_segments(partition, data, nodes, secret, feed_timeout, arrow, hello,
-                              plan[partition])
+        return _feed_train(partition, data, nodes, secret, feed_timeout, arrow, hello,
+                           plan[partition])
     except Exception as e:
         if job:
             _report(nodes[0], secret, _failure(job, partition, e))
@@ -221,65 +221,69 @@ def _task_attempt() -> int:
 
 
 def _feed_train(partition: int, data: Iterable[Any], nodes: list[dict], secret: bytes,
-                feed_timeout: float, arrow: bool, hello: dict) -> dict[int, int]:
-    links = [NodeLink(n, secret, hello, feed_timeout) for n in nodes]
+                feed_timeout: float, arrow: bool, hello: dict,
+                ranges: list[tuple[int, int, int]] | None = None) -> dict[int, int]:
+    """Feed one partition: every chunk split across all nodes, or, with its planned
+    ``ranges`` (split by segments), each row to the node whose segment holds it."""
+    if ranges is None:
+        links = [NodeLink(n, secret, hello, feed_timeout) for n in nodes]
+        route = _split_route(links, partition)
+    else:
+        by_index = {i: NodeLink(nodes[i], secret, hello, feed_timeout)
+                    for i in dict.fromkeys(node for node, _, _ in ranges)}
+        links = list(by_index.values())
+        route = _segment_route(by_index, ranges, partition)
     try:
-        rotate = partition % len(links)
+        row = 0
         unacked: list[tuple[NodeLink, int]] = []
         for batch in chunks(data, partition, arrow):
-            live = [link for link in links if not link.terminated]
-            if not live:
-                break
-            slices = _split(batch, len(live), rotate % len(live))
-            rotate += batch.num_rows % len(live)
+            if links and all(link.terminated for link in links):
+                break  # rows no node will take
             sent = []
-            for link, part in zip(live, slices):
-                if part.num_rows:
-                    link.send(part, partition)
-                    sent.append((link, part.num_rows))
+            for link, part in route(batch, row):
+                link.send(part, partition)
+                sent.append((link, part.num_rows))
+            row += batch.num_rows
             # One chunk in flight: the nodes take this one while the task reads (and
             # encodes) the next; the previous one's acknowledgements are awaited now.
             _acknowledged(unacked, partition)
             unacked = sent
         _acknowledged(unacked, partition)
+        if ranges and row < ranges[-1][2] and not all(link.terminated for link in links):
+            raise FeedError(_changed(partition, f"{row} rows", f"{ranges[-1][2]}"))
     finally:
         for link in links:
             link.close()
     return {link.node: link.rows for link in links}
 
 
-def _feed_segments(partition: int, data: Iterable[Any], nodes: list[dict], secret: bytes,
-                   feed_timeout: float, arrow: bool, hello: dict,
-                   ranges: list[tuple[int, int, int]]) -> dict[int, int]:
-    """Feed one partition by its planned ``ranges``: each row to the node whose segment
-    holds it (usually one node for the whole partition), in whole chunks."""
+def _split_route(links: list[NodeLink], partition: int):
+    """Routes each chunk as contiguous slices, one per node still taking data, whose sizes
+    differ by at most one (the extra rows rotate across chunks and partitions)."""
+    rotate = partition % len(links)
+
+    def route(batch: pa.RecordBatch, row: int) -> list[tuple[NodeLink, pa.RecordBatch]]:
+        nonlocal rotate
+        live = [link for link in links if not link.terminated]
+        slices = _split(batch, len(live), rotate % len(live))
+        rotate += batch.num_rows % len(live)
+        return [(link, part) for link, part in zip(live, slices) if part.num_rows]
+    return route
+
+
+def _segment_route(links: dict[int, NodeLink], ranges: list[tuple[int, int, int]],
+                   partition: int):
+    """Routes each chunk (the partition's rows from ``row`` on) by the planned ``ranges``;
+    a partition with more rows than planned fails before any of the excess is sent."""
     planned = ranges[-1][2] if ranges else 0
-    links = {i: NodeLink(nodes[i], secret, hello, feed_timeout)
-             for i in dict.fromkeys(node for node, _, _ in ranges)}
-    try:
-        row = 0
-        unacked: list[tuple[NodeLink, int]] = []
-        for batch in chunks(data, partition, arrow):
-            if links and all(link.terminated for link in links.values()):
-                break  # rows the nodes will not take: as in the all-nodes split
-            if row + batch.num_rows > planned:
-                raise FeedError(_changed(partition, f"more than {planned} rows", f"{planned}"))
-            sent = []
-            for node, start, stop in routing.pieces(ranges, row, row + batch.num_rows):
-                link = links[node]
-                if not link.terminated:
-                    link.send(batch.slice(start - row, stop - start), partition)
-                    sent.append((link, stop - start))
-            row += batch.num_rows
-            _acknowledged(unacked, partition)
-            unacked = sent
-        _acknowledged(unacked, partition)
-        if row < planned and not all(link.terminated for link in links.values()):
-            raise FeedError(_changed(partition, f"{row} rows", f"{planned}"))
-    finally:
-        for link in links.values():
-            link.close()
-    return {link.node: link.rows for link in links.values()}
+
+    def route(batch: pa.RecordBatch, row: int) -> list[tuple[NodeLink, pa.RecordBatch]]:
+        if row + batch.num_rows > planned:
+            raise FeedError(_changed(partition, f"more than {planned} rows", f"{planned}"))
+        return [(links[node], batch.slice(start - row, stop - start))
+                for node, start, stop in routing.pieces(ranges, row, row + batch.num_rows)
+                if not links[node].terminated]
+    return route
 
 
 def _changed(partition: int, now: str, before: str) -> str:
