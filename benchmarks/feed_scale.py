@@ -10,13 +10,15 @@ whole chunks.  For each N this starts local-cluster[N,1,1536] (N one-core
 executors, oversubscribed on a small machine: read the trend, not the level),
 feeds the same cached RDD of (float32[784], label) rows and the same DataFrame
 (``--partitions`` partitions) to N nodes that count rows, ``--epochs`` epochs in
-one ``train()`` per split, and prints rows/s, the ratio to the first N and the
-ratio of the two splits.
+one ``train()`` per split (the variants taking turns in each of ``--repeat``
+rounds), and prints rows/s, the ratio to the first N and the ratio of the two
+splits (medians of the rounds' ratios).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 
 import common
@@ -38,7 +40,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     from sparktf import TFCluster
 
-    rates: dict[str, float] = {}
+    runs: dict[str, list[float]] = {}
     ratios = []
     counts = [int(n) for n in args.nodes.split(",")]
     splits = args.splits.split(",")
@@ -49,21 +51,25 @@ def main() -> None:
         if not args.skip_df:
             data["DataFrame"] = (common.image_df(SparkSession(sc), args.rows, args.partitions),
                                  common.image_df(SparkSession(sc), 4_000 * n, n), "image")
+        variants = {}
         for kind, (source, warm, column) in data.items():
             for split in splits:
                 name = f"{kind} feed, split={split}, {n} nodes"
-                rates[name] = common.epoch_rates(
-                    sc, TFCluster.run, consumers.sparktf_count,
-                    {"batch_size": 256, "column": column}, source, warm, args.rows, args.repeat,
-                    name, num_nodes=n, epochs=args.epochs, split=split)
+                variants[name] = functools.partial(
+                    common.epoch_rate, sc, TFCluster.run, consumers.sparktf_count,
+                    {"batch_size": 256, "column": column}, source, warm, args.rows, name,
+                    num_nodes=n, epochs=args.epochs, split=split)
                 if n != counts[0]:
                     ratios.append((name, f"{kind} feed, split={split}, {counts[0]} nodes", 0.0))
             if len(splits) == 2:
                 ratios.append((f"{kind} feed, split={splits[1]}, {n} nodes",
                                f"{kind} feed, split={splits[0]}, {n} nodes", 0.0))
+        # The splits take turns round by round, after one untimed run that warms Spark's
+        # JVMs: measured one after the other, whichever ran first was the slower (by up
+        # to 1.36x at 2 nodes), whatever its split.
+        runs.update(common.take_turns(variants, args.repeat, warm=(next(iter(variants)),)))
         sc.stop()
-    common.report_rates("Feed rows/s by number of nodes", rates, ratios)
-
+    common.report_rounds("Feed rows/s by number of nodes", runs, ratios)
 
 if __name__ == "__main__":
     main()

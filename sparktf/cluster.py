@@ -165,8 +165,9 @@ class TFCluster:
         whole to one node (or two, where a segment ends inside it) in whole
         chunks; the data must then be the same every epoch (a cached RDD or
         DataFrame), else the feed fails naming the partition. ``"auto"`` (the
-        default): segments with more than 8 training nodes, where the all-nodes
-        split's many small messages start to cost (README, *Scale*).  Either way
+        default): segments with more than 2 training nodes when ``dataRDD`` is
+        cached (``cache()``/``persist()``), with more than 8 whatever it is, where
+        the all-nodes split's many small messages cost (README, *Scale*).  Either way
         nodes end an epoch with row counts that let them all take the same steps.
         """
         self._check_feed("train", qname)

@@ -157,6 +157,15 @@ class Spark:
         """``data`` to feed, and an upper bound on its number of partitions."""
         raise NotImplementedError
 
+    def is_cached(self, data: Any) -> bool:
+        """Whether the RDD or DataFrame ``data`` was persisted (``cache()``/``persist()``):
+        its partitions then keep their sizes from one epoch to the next."""
+        try:
+            return bool(data.is_cached)  # on Connect, a round trip to the server
+        except Exception as e:  # a Connect server that cannot tell: assume not
+            logger.debug("cannot tell whether the fed data is cached: %s", e)
+            return False
+
 
 class ClassicSpark(Spark):
     """A ``SparkContext`` in this process."""

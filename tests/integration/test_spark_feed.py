@@ -93,17 +93,22 @@ def test_split_by_segments_balances_nodes_within_a_row(sc, tmp_path, no_leftover
     assert len(segmented) == 2, "epochs 2 and 3 are routed by segments"
     for epoch in (2, 3):
         assert len(counts[epoch]) == 3 and max(counts[epoch]) - min(counts[epoch]) <= 1
-    # A DataFrame (mapInArrow) too.
+    # A DataFrame (mapInArrow) too; cached, with 3 nodes the default split="auto" picks
+    # segments, and for data that is not cached, the all-nodes split.
     caplog.clear()
     df = SparkSession(sc).createDataFrame([(float(i), i) for i in range(1000)],
                                           "x double, id long").repartition(4).cache()
-    cluster.train(df, num_epochs=2, split="segments")
+    cluster.train(df, num_epochs=2)
+    assert "split='auto', 3 nodes" in caplog.text
     assert max(epoch_counts(caplog, 2)[2]) - min(epoch_counts(caplog, 2)[2]) <= 1
+    caplog.clear()
+    cluster.train(uneven_rdd(sc), num_epochs=2)
+    assert "holding its share" not in caplog.text
     cluster.shutdown(timeout=60)
     got = results(tmp_path, "count")
     total = sum(SIZES)
-    assert sum(r["rows"] for r in got) == 3 * total + 2 * 1000
-    assert sum(r["ids"] for r in got) == 3 * (total * (total - 1) // 2) + 2 * 499500
+    assert sum(r["rows"] for r in got) == 5 * total + 2 * 1000
+    assert sum(r["ids"] for r in got) == 5 * (total * (total - 1) // 2) + 2 * 499500
 
 
 def test_split_by_segments_refuses_data_that_changed(sc, tmp_path, no_leftovers):

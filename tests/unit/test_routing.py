@@ -36,16 +36,20 @@ def test_pieces_of_a_chunk(ranges, start, stop, want):
     assert routing.pieces(ranges, start, stop) == want
 
 
-@pytest.mark.parametrize("split, nodes, known, want", [
-    ("all", 100, True, False),
-    ("segments", 2, True, True),
-    ("segments", 2, False, False),  # the first epoch: sizes not known yet
-    ("auto", routing.AUTO_SEGMENTS_ABOVE, True, False),
-    ("auto", routing.AUTO_SEGMENTS_ABOVE + 1, True, True),
-    ("auto", 100, False, False),
+@pytest.mark.parametrize("split, nodes, known, cached, want", [
+    ("all", 100, True, True, False),
+    ("segments", 2, True, False, True),
+    ("segments", 2, False, True, False),  # the first epoch: sizes not known yet
+    ("auto", routing.AUTO_SEGMENTS_ABOVE, True, False, False),
+    ("auto", routing.AUTO_SEGMENTS_ABOVE + 1, True, False, True),
+    ("auto", 100, False, True, False),
+    ("auto", routing.AUTO_SEGMENTS_CACHED_ABOVE, True, True, False),
+    ("auto", routing.AUTO_SEGMENTS_CACHED_ABOVE + 1, True, True, True),
+    ("auto", routing.AUTO_SEGMENTS_CACHED_ABOVE + 1, True, False, False),
+    ("auto", routing.AUTO_SEGMENTS_CACHED_ABOVE + 1, False, True, False),
 ])
-def test_use_segments(split, nodes, known, want):
-    assert routing.use_segments(split, nodes, known) is want
+def test_use_segments(split, nodes, known, cached, want):
+    assert routing.use_segments(split, nodes, known, cached) is want
 
 
 def test_bad_arguments_are_refused():
