@@ -255,6 +255,77 @@ def report_rates(title: str, rates: dict[str, float],
     return out
 
 
+#: The kinds of processes :func:`cpu_seconds` reports, each with a fragment of the command
+#: lines of its processes (the first that matches decides).
+PROCESS_KINDS = (("executor JVMs", "CoarseGrainedExecutorBackend"),
+                 ("driver JVM", "org.apache.spark.deploy.SparkSubmit"),
+                 ("Python workers", "pyspark.daemon"),
+                 ("Python workers", "pyspark/daemon"),
+                 ("sparktf nodes", "sparktf.node.main"),
+                 ("sinks", "sink.py"))
+
+
+def _processes() -> dict[int, tuple[int, str, list[str]]]:
+    """pid -> (parent pid, command line, the /proc stat fields after the name)."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        out[int(entry)] = (int(fields[1]), cmd, fields)
+    return out
+
+
+def _below(procs: dict[int, tuple[int, str, list[str]]], root: int) -> set[int]:
+    """The pids of every process below ``root``."""
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _kind(cmd: str) -> str | None:
+    return next((k for k, fragment in PROCESS_KINDS if fragment in cmd), None)
+
+
+def processes_of(kind: str) -> list[int]:
+    """The pids of the running processes of :data:`PROCESS_KINDS` kind ``kind``."""
+    return [pid for pid, (_, cmd, _) in _processes().items() if _kind(cmd) == kind]
+
+
+def cpu_seconds(kinds: tuple[str, ...] | None = None) -> dict[str, float]:
+    """CPU seconds so far (user + system) per :data:`PROCESS_KINDS` kind (those in ``kinds``,
+    default all) of the processes below this one, and of every sparktf node (a node may
+    outlive the Python worker that started it: run on an otherwise idle machine).
+
+    A Python worker that exited has its time in its daemon's (reaped children's time).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    wanted = kinds or tuple(dict(PROCESS_KINDS))
+    total = dict.fromkeys(wanted, 0.0)
+    procs = _processes()
+    below = _below(procs, os.getpid())
+    for pid, (_, cmd, fields) in procs.items():
+        kind = _kind(cmd)
+        if kind not in total or (pid not in below and kind != "sparktf nodes"):
+            continue
+        own = int(fields[11]) + int(fields[12])
+        reaped = int(fields[13]) + int(fields[14]) if kind == "Python workers" else 0
+        total[kind] += (own + reaped) / tick
+    return total
+
+
 class Sinks:
     """``n`` sink processes (``sink.py``) standing in for the nodes; ``ports``; stopped by PID."""
 

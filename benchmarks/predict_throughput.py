@@ -43,6 +43,9 @@ import time
 
 import common
 
+#: The processes whose CPU time is reported (see ``common.cpu_seconds``).
+PREDICT_KINDS = ("executor JVMs", "Python workers")
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "examples", "mnist", "keras"))
 
@@ -57,52 +60,6 @@ def export_model(path: str) -> str:
     model = mnist_model.build_model(tf)
     model.export(path, verbose=False)
     return path
-
-
-def _descendants(root: int) -> dict[int, str]:
-    """pid -> command line of every process below ``root``."""
-    children: dict[int, list[int]] = {}
-    cmdlines: dict[int, str] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdlines[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = {}, [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found[child] = cmdlines.get(child, "")
-            todo.append(child)
-    return found
-
-
-def cpu_seconds() -> dict[str, float]:
-    """CPU seconds so far of the executor JVMs and of the Python workers below this process.
-
-    A Python worker that exited has its time in its daemon's cutime/cstime.
-    """
-    tick = os.sysconf("SC_CLK_TCK")
-    total = {"executor JVMs": 0.0, "Python workers": 0.0}
-    for pid, cmd in _descendants(os.getpid()).items():
-        kind = ("executor JVMs" if "CoarseGrainedExecutorBackend" in cmd else
-                "Python workers" if "pyspark.daemon" in cmd or "pyspark/daemon" in cmd else None)
-        if kind is None:
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        own = int(fields[11]) + int(fields[12])
-        reaped = int(fields[13]) + int(fields[14]) if kind == "Python workers" else 0
-        total[kind] += (own + reaped) / tick
-    return total
 
 
 def export_null_model(path: str) -> str:
@@ -245,9 +202,9 @@ def main() -> None:
     cpu: dict[str, dict[str, float]] = {}
 
     def measured(name, fn):
-        before = cpu_seconds()
+        before = common.cpu_seconds(PREDICT_KINDS)
         results[name] = common.median_time(name, args.rows, fn, args.repeat)
-        after = cpu_seconds()
+        after = common.cpu_seconds(PREDICT_KINDS)
         cpu[name] = {k: (after[k] - before[k]) / args.repeat for k in after}
         print("    CPU s per run: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu[name].items()),
               flush=True)
