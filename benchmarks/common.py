@@ -262,7 +262,8 @@ PROCESS_KINDS = (("executor JVMs", "CoarseGrainedExecutorBackend"),
                  ("Python workers", "pyspark.daemon"),
                  ("Python workers", "pyspark/daemon"),
                  ("sparktf nodes", "sparktf.node.main"),
-                 ("sinks", "sink.py"))
+                 ("sinks", "sink.py"),
+                 ("Flight nodes", "flight_node.py"))
 
 
 def _processes() -> dict[int, tuple[int, str, list[str]]]:
@@ -327,10 +328,11 @@ def cpu_seconds(kinds: tuple[str, ...] | None = None) -> dict[str, float]:
 
 
 class Sinks:
-    """``n`` sink processes (``sink.py``) standing in for the nodes; ``ports``; stopped by PID."""
+    """``n`` processes standing in for the nodes (``script``, by default ``sink.py``, with
+    ``args``; each prints its port first); ``ports``; stopped by PID."""
 
-    def __init__(self, n: int = 2) -> None:
-        self.procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "sink.py")],
+    def __init__(self, n: int = 2, script: str = "sink.py", args: tuple = ()) -> None:
+        self.procs = [subprocess.Popen([sys.executable, os.path.join(HERE, script), *args],
                                        stdout=subprocess.PIPE, text=True) for _ in range(n)]
         self.ports = [int(p.stdout.readline()) for p in self.procs]
 
@@ -383,6 +385,23 @@ def transport_floor(ports: list[int]):
     return floor
 
 
+def send_shares(batches, open_writers) -> int:
+    """Write an equal share of every record batch to each of the writers that
+    ``open_writers(schema)`` opens at the first batch (closed at the end); return the rows."""
+    writers, n = None, 0
+    for batch in batches:
+        if writers is None:
+            writers = open_writers(batch.schema)
+        k = len(writers)
+        bounds = [batch.num_rows * i // k for i in range(k + 1)]
+        for w, a, b in zip(writers, bounds, bounds[1:]):
+            w.write_batch(batch.slice(a, b - a))
+        n += batch.num_rows
+    for w in writers or ():
+        w.close()
+    return n
+
+
 def arrow_transport_floor(ports: list[int]):
     """A ``mapInArrow`` function doing the least a DataFrame feed to ``len(ports)`` nodes
     must beyond Spark's ceiling: write an equal share of every record batch Spark gives
@@ -392,20 +411,24 @@ def arrow_transport_floor(ports: list[int]):
         import pyarrow as pa
         socks = [socket.create_connection(("127.0.0.1", port)) for port in ports]
         files = [s.makefile("wb") for s in socks]
-        writers = None
-        n = 0
-        for batch in batches:
-            if writers is None:
-                writers = [pa.ipc.new_stream(f, batch.schema) for f in files]
-            k = len(writers)
-            bounds = [batch.num_rows * i // k for i in range(k + 1)]
-            for w, a, b in zip(writers, bounds, bounds[1:]):
-                w.write_batch(batch.slice(a, b - a))
-            n += batch.num_rows
-        for w in writers or ():
-            w.close()
+        n = send_shares(batches, lambda schema: [pa.ipc.new_stream(f, schema) for f in files])
         for f, s in zip(files, socks):
             f.close()
             s.close()
         yield pa.RecordBatch.from_pydict({"n": [n]})
     return floor
+
+
+def flight_feed(ports: list[int]):
+    """A ``mapInArrow`` function feeding an equal share of every record batch to each of
+    ``len(ports)`` ``flight_node.py`` processes through Arrow Flight's ``do_put``."""
+    def feed(batches):
+        import pyarrow as pa
+        import pyarrow.flight as flight
+        clients = [flight.connect(f"grpc://127.0.0.1:{port}") for port in ports]
+        n = send_shares(batches, lambda schema: [
+            c.do_put(flight.FlightDescriptor.for_path("feed"), schema)[0] for c in clients])
+        for c in clients:
+            c.close()
+        yield pa.RecordBatch.from_pydict({"n": [n]})
+    return feed

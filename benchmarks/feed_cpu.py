@@ -7,13 +7,16 @@ ceiling.  On a small machine both are CPU-bound, so the gap is the CPU that
 feeding adds.  On ``local-cluster[2,1,2048]`` this measures, for the same cached
 DataFrame (``--partitions`` partitions) and taking turns in each round: (e) the
 ceiling (``mapInArrow`` counting batches), (g) the Arrow transport floor (each
-record batch written to 2 sink processes), and (b) one ``train()`` epoch to 2
+record batch written to 2 sink processes), (b) one ``train()`` epoch to 2
 sparktf nodes counting rows through ``next_batch`` (one cluster for all rounds,
-started and warmed up first).  Around each it reads the CPU time of every
-process involved from ``/proc`` (``common.cpu_seconds``: executor JVMs, the
-driver JVM, Spark's Python workers, the sparktf nodes, the sinks) and prints the
-medians over the rounds: wall seconds, CPU seconds per kind, and what each
-variant adds to the ceiling per kind.  Run it on an otherwise idle machine.
+started and warmed up first), and (h) the same batches sent through Arrow
+Flight (gRPC, received in C++) to 2 ``flight_node.py`` processes that read them
+through ``DataFeed.next_batch`` as the nodes do: another transport, for scale.
+Around each it reads the CPU time of every process involved from ``/proc``
+(``common.cpu_seconds``: executor JVMs, the driver JVM, Spark's Python workers,
+the sparktf nodes, the sinks, the Flight nodes) and prints the medians over the
+rounds: wall seconds, CPU seconds per kind, and what each variant adds to the
+ceiling per kind.  Run it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import time
 import common
 import consumers
 
-VARIANTS = ("(e) mapInArrow ceiling", "(g) Arrow transport floor", "(b) sparktf train()")
+VARIANTS = ("(e) mapInArrow ceiling", "(g) Arrow transport floor", "(b) sparktf train()",
+            "(h) Arrow Flight to 2 consumers")
 
 
 def _extra(p: argparse.ArgumentParser) -> None:
@@ -112,12 +116,15 @@ def main() -> None:
         cluster = TFCluster.run(sc, consumers.sparktf_count,
                                 {"batch_size": 256, "column": "image"}, 2, 0, input_mode=1)
         try:
-            with common.Sinks(2) as sinks:
+            with common.Sinks(2) as sinks, \
+                    common.Sinks(2, "flight_node.py", ("image",)) as flight_nodes:
                 send = common.arrow_transport_floor(sinks.ports)
+                put = common.flight_feed(flight_nodes.ports)
                 variants = dict(zip(VARIANTS, (
                     lambda: df.mapInArrow(count_batches, "n long").collect(),
                     lambda: df.mapInArrow(send, "n long").collect(),
-                    lambda: cluster.train(df))))
+                    lambda: cluster.train(df),
+                    lambda: df.mapInArrow(put, "n long").collect())))
                 for fn in variants.values():  # warm up every path once, untimed
                     fn()
                 cluster.train(warm)
