@@ -64,3 +64,28 @@ def test_the_slot_message_names_what_yarn_must_allow():
                  "spark.yarn.queue=default", "yarn.scheduler.capacity.root.default.capacity",
                  "ResourceManager UI"):
         assert name in text
+
+
+class _Data:
+    """An RDD or DataFrame as far as ``Spark.is_cached`` looks at it."""
+
+    def __init__(self, cached):
+        self._cached = cached
+
+    @property
+    def is_cached(self):
+        if isinstance(self._cached, Exception):
+            raise self._cached  # a Connect server that cannot answer
+        return self._cached
+
+
+@pytest.mark.parametrize("data, cached", [
+    (_Data(True), True),
+    (_Data(False), False),
+    (_Data(RuntimeError("connection refused")), False),
+    (object(), False),  # nothing that says it is cached
+])
+def test_whether_the_fed_data_is_cached(data, cached):
+    """What split="auto" asks before it routes cached data by segments."""
+    from sparktf.driver.sparkjobs import Spark
+    assert Spark().is_cached(data) is cached
