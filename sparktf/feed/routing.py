@@ -20,7 +20,7 @@ SPLITS = ("auto", "all", "segments")
 #: are more training nodes than this, whatever the data ...
 AUTO_SEGMENTS_ABOVE = 8
 #: ... or than this when the data is cached (its partitions keep their sizes from one epoch
-#: to the next).  At 2 nodes the two splits feed at the same rate; at 4 and 8, segments
+#: to the next).  At 2 nodes the two splits feed at the same rate; at 3, 4 and 8, segments
 #: fed 1.04-1.45x faster (README, *Scale*).
 AUTO_SEGMENTS_CACHED_ABOVE = 2
 
