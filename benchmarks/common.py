@@ -266,18 +266,38 @@ PROCESS_KINDS = (("executor JVMs", "CoarseGrainedExecutorBackend"),
                  ("Flight nodes", "flight_node.py"))
 
 
+def stat_fields(path: str) -> list[str] | None:
+    """The fields of a ``/proc/<pid>[/task/<tid>]/stat`` file after the name (None if the
+    process or thread is gone)."""
+    try:
+        with open(path) as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def cpu_of(fields: list[str], reaped: bool = False) -> float:
+    """CPU seconds (user + system) in :func:`stat_fields` ``fields``; with ``reaped``, those
+    of the exited children the process waited for too."""
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _processes() -> dict[int, tuple[int, str, list[str]]]:
     """pid -> (parent pid, command line, the /proc stat fields after the name)."""
     out = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
+        fields = stat_fields(f"/proc/{entry}/stat")
+        if fields is None:
+            continue
         try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except (OSError, IndexError):
+        except OSError:
             continue
         out[int(entry)] = (int(fields[1]), cmd, fields)
     return out
@@ -312,7 +332,6 @@ def cpu_seconds(kinds: tuple[str, ...] | None = None) -> dict[str, float]:
 
     A Python worker that exited has its time in its daemon's (reaped children's time).
     """
-    tick = os.sysconf("SC_CLK_TCK")
     wanted = kinds or tuple(dict(PROCESS_KINDS))
     total = dict.fromkeys(wanted, 0.0)
     procs = _processes()
@@ -321,9 +340,7 @@ def cpu_seconds(kinds: tuple[str, ...] | None = None) -> dict[str, float]:
         kind = _kind(cmd)
         if kind not in total or (pid not in below and kind != "sparktf nodes"):
             continue
-        own = int(fields[11]) + int(fields[12])
-        reaped = int(fields[13]) + int(fields[14]) if kind == "Python workers" else 0
-        total[kind] += (own + reaped) / tick
+        total[kind] += cpu_of(fields, reaped=kind == "Python workers")
     return total
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import statistics
 import time
 
@@ -45,15 +44,11 @@ def node_main_threads() -> float:
     The rest of a node's time is its other threads': receiving the feed, one thread per
     feeding connection (they end with the connection, so are counted by difference).
     """
-    tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for pid in common.processes_of("sparktf nodes"):
-        try:
-            with open(f"/proc/{pid}/task/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
+        fields = common.stat_fields(f"/proc/{pid}/task/{pid}/stat")
+        if fields is not None:
+            total += common.cpu_of(fields)
     return total
 
 

@@ -120,10 +120,11 @@ class Feeder:
         if not nodes:
             return None
         arrow = is_dataframe(data)
-        persisted = split == "auto" and sizes is not None and self.spark.is_cached(data)
+        source = data
         data, partitions = self.spark.partitions(data)
         plan = None
         known = sizes is not None and len(sizes) == partitions
+        persisted = split == "auto" and known and self.spark.is_cached(source)
         if routing.use_segments(split, len(nodes), known, cached=persisted):
             plan = routing.segments(sizes, len(nodes))
             logger.info("%s: each partition to the node(s) holding its share of the epoch's "
